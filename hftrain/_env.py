@@ -1,0 +1,36 @@
+"""The hardware facts the translation needs, probed once and passed in as plain data."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True, slots=True)
+class Env:
+    """What the machine offers; tests build it by hand to fake GPUs.
+
+    Example:
+        >>> Env(cuda_devices=2, bf16_supported=True).has_cuda
+        True
+    """
+
+    cuda_devices: int = 0
+    bf16_supported: bool = False
+    world_size: int = 1
+
+    @property
+    def has_cuda(self) -> bool:
+        return self.cuda_devices > 0
+
+
+def detect_env() -> Env:
+    """Probe the current process (the only hardware-touching function of the translation)."""
+    cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return Env(
+        cuda_devices=cuda,
+        bf16_supported=bool(cuda) and torch.cuda.is_bf16_supported(),
+        world_size=int(os.environ.get("WORLD_SIZE", "1")),
+    )

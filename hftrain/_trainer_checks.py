@@ -1,0 +1,92 @@
+"""The checks HF's ``Trainer.__init__`` makes (trainer.py:658 ``_validate_args``), raised before any step."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import TYPE_CHECKING, Any
+
+import lightning as L
+from transformers.trainer_utils import has_length
+
+from hftrain.training_args import TrainingArguments
+
+if TYPE_CHECKING:
+    from hftrain.trainer import Trainer
+
+
+def coerce_args(args: Any) -> TrainingArguments:
+    """hftrain's arguments from ``None`` (HF's ``tmp_trainer`` default), ours, or a ``transformers`` instance."""
+    if args is None:
+        return TrainingArguments(output_dir="tmp_trainer")
+    if isinstance(args, TrainingArguments):
+        return args
+    if dataclasses.is_dataclass(args) and type(args).__module__.startswith("transformers."):
+        return _hf_args_class(args).from_hf(args)
+    raise TypeError(
+        f"`args` must be a hftrain.TrainingArguments (or a transformers.TrainingArguments), got {type(args).__name__}."
+    )
+
+
+def _hf_args_class(args: Any) -> type[TrainingArguments]:
+    if hasattr(args, "predict_with_generate"):
+        from hftrain.training_args_seq2seq import Seq2SeqTrainingArguments
+
+        return Seq2SeqTrainingArguments
+    return TrainingArguments
+
+
+def split_callbacks(callbacks: list[Any] | None) -> tuple[list[Any], list[L.Callback]]:
+    """HF ``TrainerCallback``s (instances or classes) for the handler; Lightning ``Callback``s for Lightning."""
+    hf, lightning = [], []
+    for cb in callbacks or []:
+        if isinstance(cb, L.Callback):
+            lightning.append(cb)
+        elif isinstance(cb, type) and issubclass(cb, L.Callback):
+            raise TypeError(f"Pass an instance of the Lightning callback {cb.__name__}, e.g. {cb.__name__}().")
+        elif any(callable(getattr(cb, name, None)) for name in ("on_train_begin", "on_log", "on_step_end",
+                                                                 "on_evaluate", "on_init_end")):
+            hf.append(cb)
+        else:
+            raise TypeError(
+                f"{cb!r} in `callbacks` is neither a transformers-style TrainerCallback (an instance or class with "
+                "on_* event methods) nor a lightning.pytorch.Callback instance."
+            )
+    return hf, lightning
+
+
+def check_trainer_inputs(trainer: Trainer) -> None:
+    args = trainer.args
+    if args.batch_eval_metrics and trainer.compute_metrics is not None:
+        if "compute_result" not in inspect.signature(trainer.compute_metrics).parameters:
+            raise ValueError(
+                "When using `batch_eval_metrics`, your `compute_metrics` function must take a `compute_result` "
+                "boolean argument which will be triggered after the last batch of the eval set to signal that the "
+                "summary statistics should be returned by the function."
+            )
+    if args.eval_strategy != "no" and trainer.eval_dataset is None:
+        raise ValueError(
+            f"You have set `args.eval_strategy` to {args.eval_strategy} but you didn't pass an `eval_dataset` to "
+            "`Trainer`. Either set `args.eval_strategy` to `no` or pass an `eval_dataset`. "
+        )
+    if (args.save_strategy == "best" or args.load_best_model_at_end) and args.metric_for_best_model is None:
+        raise ValueError(
+            "`args.metric_for_best_model` must be provided when using 'best' save_strategy or if "
+            "`args.load_best_model_at_end` is set to `True`."
+        )
+    if trainer.optimizer_cls_and_kwargs is not None and trainer.optimizer is not None:
+        raise RuntimeError("Passing both `optimizers` and `optimizer_cls_and_kwargs` arguments is incompatible.")
+    if trainer.model_init is not None and (trainer.optimizer is not None or trainer.lr_scheduler is not None):
+        raise RuntimeError(
+            "Passing a `model_init` is incompatible with providing the `optimizers` argument. You should subclass "
+            "`Trainer` and override the `create_optimizer_and_scheduler` method."
+        )
+    collator = trainer.data_collator
+    if not callable(collator) and callable(getattr(collator, "collate_batch", None)):
+        raise TypeError("The `data_collator` should be a simple callable (function, class with `__call__`).")
+    if trainer.train_dataset is not None and not has_length(trainer.train_dataset) and args.max_steps <= 0:
+        raise ValueError(
+            "The train_dataset does not implement __len__, so the number of training steps cannot be inferred; "
+            "max_steps has to be specified. The total number of steps must be known in advance to bound the "
+            "training loop and to configure the learning rate scheduler."
+        )

@@ -1,0 +1,197 @@
+"""Datasets → DataLoaders the way HF's Trainer builds them.
+
+HF's data semantics that decide parity live here: column removal against the model's ``forward`` signature,
+the default collator choice, the seeded train order (epoch ``e`` is ``randperm(N, seed + e)``, independent of the
+global RNG, like accelerate's ``SeedableRandomSampler``) and the accumulation windows whose label-token count HF
+passes to the model as ``num_items_in_batch``.
+"""
+
+from __future__ import annotations
+
+import collections
+import inspect
+import logging
+from collections.abc import Callable, Iterator
+from functools import partial
+from itertools import islice
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, SequentialSampler
+from transformers.data.data_collator import DataCollatorWithPadding, default_data_collator
+from transformers.trainer_utils import RemoveColumnsCollator, seed_worker
+
+logger = logging.getLogger(__name__)
+
+
+class SeededRandomSampler(Sampler[int]):
+    """A random order that depends only on ``seed + epoch``, never on the global RNG.
+
+    This is the order HF's Trainer trains in (accelerate's ``SeedableRandomSampler``), so dropout or any other
+    consumer of the global RNG cannot change which samples are seen. Lightning calls :meth:`set_epoch`.
+
+    Example:
+        >>> sampler = SeededRandomSampler(range(4), seed=42)
+        >>> sampler.set_epoch(1)
+        >>> sorted(sampler) == [0, 1, 2, 3]
+        True
+    """
+
+    def __init__(self, data_source: Any, seed: int) -> None:
+        self.num_samples = len(data_source)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator()
+        generator.manual_seed(self.seed + self.epoch)
+        yield from torch.randperm(self.num_samples, generator=generator).tolist()
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def signature_columns(model: torch.nn.Module, label_names: list[str]) -> list[str]:
+    """The input names HF keeps: the parameters of ``model.forward`` plus ``label``, ``label_ids`` and the labels."""
+    columns = list(inspect.signature(model.forward).parameters)
+    return columns + sorted({"label", "label_ids", *label_names} - set(columns))
+
+
+def remove_unused_columns(dataset: Any, columns: list[str], model_name: str, description: str) -> Any:
+    """Drop the columns of a ``datasets.Dataset`` that the model does not accept (HF's ``_remove_unused_columns``)."""
+    ignored = [c for c in dataset.column_names if c not in columns]
+    if not any(c in dataset.column_names for c in columns):
+        raise ValueError(
+            f"No columns in the dataset match the model's forward method signature: ({', '.join(columns)}). "
+            f"The following columns have been ignored: [{', '.join(ignored)}]. Please check the dataset and model. "
+            "You may need to set `remove_unused_columns=False` in `TrainingArguments`."
+        )
+    if ignored:
+        logger.info(
+            "The following columns in the %s set don't have a corresponding argument in `%s.forward` and have been "
+            "ignored: %s.", description, model_name, ", ".join(ignored)
+        )
+    return dataset.remove_columns(ignored)
+
+
+def default_collator(processing_class: Any) -> Callable:
+    """HF's choice: pad with the tokenizer when one is given, else ``default_data_collator``."""
+    if processing_class is not None and hasattr(processing_class, "pad"):
+        return DataCollatorWithPadding(processing_class)
+    return default_data_collator
+
+
+def build_dataloader(
+    dataset: Any,
+    *,
+    args: Any,
+    batch_size: int,
+    collate_fn: Callable,
+    columns: list[str] | None,
+    model_name: str,
+    description: str,
+    is_training: bool,
+) -> DataLoader:
+    """One DataLoader with HF's options; ``columns`` (or None to keep all) drive column removal."""
+    if columns is not None:
+        if _is_hf_dataset(dataset):
+            dataset = remove_unused_columns(dataset, columns, model_name, description)
+        else:
+            collate_fn = RemoveColumnsCollator(collate_fn, columns, logger, model_name, description)
+    params: dict[str, Any] = {
+        "batch_size": batch_size,
+        "collate_fn": collate_fn,
+        "num_workers": args.dataloader_num_workers,
+        # pinning only helps a CUDA copy; on a CPU-only machine torch warns about it
+        "pin_memory": args.dataloader_pin_memory and torch.cuda.is_available(),
+        "persistent_workers": args.dataloader_persistent_workers,
+        "multiprocessing_context": args.dataloader_multiprocessing_context,
+        "prefetch_factor": args.dataloader_prefetch_factor,
+        "in_order": args.dataloader_in_order,
+    }
+    if not isinstance(dataset, IterableDataset):
+        params["sampler"] = _train_sampler(dataset, args) if is_training else SequentialSampler(dataset)
+        params["drop_last"] = args.dataloader_drop_last
+        if is_training:
+            params["worker_init_fn"] = partial(
+                seed_worker, num_workers=args.dataloader_num_workers, rank=args.process_index
+            )
+    return DataLoader(dataset, **params)
+
+
+def _train_sampler(dataset: Dataset, args: Any) -> Sampler[int]:
+    strategy = args.train_sampling_strategy
+    if strategy == "sequential":
+        return SequentialSampler(dataset)
+    if strategy == "random":
+        # HF: data_seed, else torch.initial_seed() at dataloader creation (= args.seed after set_seed)
+        seed = args.data_seed if args.data_seed is not None else torch.initial_seed()
+        return SeededRandomSampler(dataset, seed)
+    raise ValueError(
+        f"`train_sampling_strategy={strategy!r}` is not supported by hftrain yet; use 'random' or 'sequential'."
+    )
+
+
+def _is_hf_dataset(dataset: Any) -> bool:
+    try:
+        import datasets
+    except ImportError:  # pragma: no cover - datasets is a dependency
+        return False
+    return isinstance(dataset, datasets.Dataset)
+
+
+class AccumulationWindows:
+    """Iterates a train DataLoader window by window, as HF's ``get_batch_samples`` does.
+
+    HF fetches the ``gradient_accumulation_steps`` micro-batches of an optimizer step before running any of them,
+    counts their label tokens and normalises every micro-batch loss by that window total. This wrapper does the
+    same fetch and yields the micro-batches unchanged (plain dicts, so Lightning callbacks see the usual batch);
+    the window's ``(num_items_in_batch, window_size)`` goes into :attr:`windows`, one entry per yielded batch, for
+    the LightningModule to pop in ``training_step``.
+
+    ``len()`` and the ``sampler`` attribute are the DataLoader's, so Lightning counts batches and calls
+    ``set_epoch`` as it would on the loader itself.
+    """
+
+    def __init__(self, loader: DataLoader, accumulation_steps: int, count_items: Callable[[list], Any]) -> None:
+        self.loader = loader
+        self.accumulation_steps = accumulation_steps
+        self.count_items = count_items
+        self.windows: collections.deque[tuple[Any, int]] = collections.deque()
+
+    @property
+    def sampler(self) -> Any:
+        return self.loader.sampler
+
+    @property
+    def dataset(self) -> Any:
+        return self.loader.dataset
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[Any]:
+        self.windows.clear()
+        batches = iter(self.loader)
+        while window := list(islice(batches, self.accumulation_steps)):
+            num_items = self.count_items(window)
+            for batch in window:
+                self.windows.append((num_items, len(window)))
+                yield batch
+
+
+def count_label_items(window: list, *, shift_labels: bool) -> torch.Tensor | None:
+    """HF's ``num_items_in_batch``: the non-``-100`` labels of the whole window (``labels[..., 1:]`` for causal LMs)."""
+    if not window or not isinstance(window[0], collections.abc.Mapping) or "labels" not in window[0]:
+        return None
+    try:
+        counted = [
+            b["shift_labels"] if "shift_labels" in b else b["labels"][..., 1:] if shift_labels else b["labels"]
+            for b in window
+        ]
+        return sum(labels.ne(-100).sum() for labels in counted)
+    except (TypeError, AttributeError):
+        return None

@@ -1,0 +1,121 @@
+"""``HFModule``: one generic LightningModule for any model that returns a ``ModelOutput`` or a tuple.
+
+It owns no policy: the loss, the prediction step, the optimizer and the scheduler come from the hftrain
+``Trainer`` (so subclasses overriding ``compute_loss`` or ``create_optimizer`` keep working, as in HF), and the
+HF flow (logging, evaluation, saving, callbacks) lives in :mod:`hftrain._flow`. What it adds at Lightning's seams
+is what HF's numbers depend on: the accumulation-window loss normalisation, ``model.train()`` at every step,
+the pre-clip ``grad_norm`` and the learning rate the step used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import lightning as L
+import torch
+from typing_extensions import override
+
+if TYPE_CHECKING:
+    from hftrain._evaluation import EvalCollector
+    from hftrain.trainer import Trainer
+
+
+class HFModule(L.LightningModule):
+    """Wraps ``model`` for Lightning, taking HF's behaviour from ``hf_trainer``.
+
+    Example:
+        >>> import torch
+        >>> from hftrain import Trainer, TrainingArguments
+        >>> model = torch.nn.Linear(4, 2)
+        >>> trainer = Trainer(model, TrainingArguments("out", report_to="none"))
+        >>> trainer.lightning_module.model is model
+        True
+    """
+
+    def __init__(self, model: torch.nn.Module, hf_trainer: Trainer) -> None:
+        super().__init__()
+        self.model = model
+        self._hf = [hf_trainer]  # a list: keeps the facade out of nn.Module's registries and state_dict
+        self.windows: Any = None  # the train loader's AccumulationWindows, set per fit
+        self.collector: EvalCollector | None = None
+        self._scale_before_step: float | None = None
+
+    @property
+    def hf(self) -> Trainer:
+        return self._hf[0]
+
+    @override
+    def forward(self, **inputs: Any) -> Any:
+        return self.model(**inputs)
+
+    @override
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> int | None:
+        # a callback asked to end the epoch (HF `control.should_epoch_stop`): -1 tells Lightning to skip the rest
+        return -1 if self.hf.flow.epoch_stopped else None
+
+    @override
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        self.model.train()  # HF does this every step; `from_pretrained` models start in eval mode
+        num_items, window_size = self.windows.windows.popleft() if self.windows.windows else (None, 1)
+        loss = self.hf.compute_loss(self.model, batch, num_items_in_batch=num_items)
+        if not self.hf.loss_is_scaled(num_items):
+            loss = loss / window_size  # HF: the mean of the window's micro-batch means
+        self.hf.flow.record_loss(loss.detach())
+        # Lightning divides every micro-batch loss by accumulate_grad_batches; HF's normalisation is done above
+        return loss * self.trainer.accumulate_grad_batches
+
+    @override
+    def configure_gradient_clipping(
+        self, optimizer: torch.optim.Optimizer, gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        # runs after AMP unscaling; HF logs the pre-clip norm even when max_grad_norm <= 0 (then nothing is clipped)
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is not None:
+            self._scale_before_step = scaler.get_scale()
+            _unscale_once(scaler, optimizer)
+        max_norm = self.hf.args.max_grad_norm
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm if max_norm > 0 else float("inf"))
+        self.hf.flow.record_step(grad_norm=norm, learning_rate=self.hf.current_learning_rate())
+
+    @override
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        optimizer.step(closure=optimizer_closure)
+        self.hf.flow.on_optimizer_step()
+
+    @override
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if scaler is not None and self._scale_before_step is not None and scaler.get_scale() < self._scale_before_step:
+            return  # fp16 overflow: the optimizer skipped this step, and HF does not advance the schedule either
+        scheduler.step()
+
+    @override
+    def configure_optimizers(self) -> Any:
+        return self.hf.lightning_optimizers()
+
+    @override
+    def validation_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        assert self.collector is not None, "evaluation runs through hftrain.Trainer"
+        self.collector.step(self.model, batch, dataloader_idx)
+
+    @override
+    def on_validation_epoch_end(self) -> None:
+        assert self.collector is not None
+        self.collector.finish()
+
+    @override
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.validation_step(batch, batch_idx, dataloader_idx)
+
+    @override
+    def on_predict_epoch_end(self) -> None:
+        self.on_validation_epoch_end()
+
+
+def _unscale_once(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> None:
+    """Unscale before clipping also for fused optimizers, which Lightning leaves scaled (accelerate unscales)."""
+    from torch.amp.grad_scaler import OptState
+
+    if scaler._per_optimizer_states[id(optimizer)]["stage"] is OptState.READY:
+        scaler.unscale_(optimizer)

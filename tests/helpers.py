@@ -1,0 +1,140 @@
+"""Tiny models, datasets and a side-by-side runner for transformers.Trainer and hftrain.Trainer."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+VOCAB = 64
+
+
+class ListDataset(Dataset):
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return self.rows[i]
+
+
+def classification_rows(n: int, seq_len: int = 8, num_labels: int = 3, seed: int = 0) -> ListDataset:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, VOCAB, (n, seq_len), generator=g)
+    labels = (ids[:, 0] % num_labels).tolist()  # learnable: the first token decides the class
+    return ListDataset([
+        {"input_ids": ids[i], "attention_mask": torch.ones(seq_len, dtype=torch.long), "labels": labels[i]}
+        for i in range(n)
+    ])
+
+
+def lm_rows(n: int, min_len: int = 3, max_len: int = 9, seed: int = 0) -> ListDataset:
+    """Variable-length rows (padded by `pad_lm_batch`), so token counts differ between micro-batches."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(n):
+        length = int(torch.randint(min_len, max_len + 1, (1,), generator=g))
+        ids = torch.randint(1, VOCAB, (length,), generator=g)
+        rows.append({"input_ids": ids})
+    return ListDataset(rows)
+
+
+def pad_lm_batch(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    width = max(len(f["input_ids"]) for f in features)
+    ids = torch.zeros(len(features), width, dtype=torch.long)
+    mask = torch.zeros(len(features), width, dtype=torch.long)
+    for i, f in enumerate(features):
+        ids[i, : len(f["input_ids"])] = f["input_ids"]
+        mask[i, : len(f["input_ids"])] = 1
+    labels = ids.masked_fill(mask == 0, -100)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def tiny_bert_classifier(dropout: float = 0.0, num_labels: int = 3) -> torch.nn.Module:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(
+        vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        max_position_embeddings=32, num_labels=num_labels, hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+    )
+    torch.manual_seed(1)
+    return BertForSequenceClassification(config)
+
+
+def tiny_llama() -> torch.nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2, max_position_embeddings=32,
+    )
+    torch.manual_seed(1)
+    return LlamaForCausalLM(config)
+
+
+def tiny_gpt2(dropout: float = 0.1) -> torch.nn.Module:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = GPT2Config(
+        vocab_size=VOCAB, n_positions=32, n_embd=16, n_layer=2, n_head=2,
+        resid_pdrop=dropout, embd_pdrop=dropout, attn_pdrop=dropout,
+    )
+    torch.manual_seed(1)
+    return GPT2LMHeadModel(config)
+
+
+def accuracy(eval_pred: Any) -> dict[str, float]:
+    logits, labels = eval_pred
+    return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
+
+
+def run_both(
+    model: torch.nn.Module, args_kwargs: dict[str, Any], output_root: str, **trainer_kwargs: Any
+) -> dict[str, Any]:
+    """Train a copy of ``model`` with transformers.Trainer and one with hftrain.Trainer; return both runs."""
+    import transformers
+
+    import hftrain
+
+    runs = {}
+    for name, trainer_cls, args_cls in (
+        ("hf", transformers.Trainer, transformers.TrainingArguments),
+        ("ours", hftrain.Trainer, hftrain.TrainingArguments),
+    ):
+        args = args_cls(output_dir=f"{output_root}/{name}", report_to="none", disable_tqdm=True, **args_kwargs)
+        trainer = trainer_cls(model=copy.deepcopy(model), args=args, **trainer_kwargs)
+        output = trainer.train()
+        runs[name] = {"trainer": trainer, "output": output, "history": trainer.state.log_history}
+    return runs
+
+
+def step_logs(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [h for h in history if "loss" in h]
+
+
+def assert_histories_match(hf: list[dict], ours: list[dict], keys: tuple[str, ...], rtol: float = 1e-4) -> None:
+    assert [h["step"] for h in hf] == [h["step"] for h in ours], (hf, ours)
+    for a, b in zip(hf, ours):
+        for key in keys:
+            assert key in b, (key, b)
+            torch.testing.assert_close(
+                torch.tensor(float(b[key]), dtype=torch.float64), torch.tensor(float(a[key]), dtype=torch.float64),
+                rtol=rtol, atol=1e-7, msg=lambda m, k=key, s=a["step"]: f"step {s} {k}: {m}",
+            )
+
+
+def assert_same_parameters(a: torch.nn.Module, b: torch.nn.Module, rtol: float = 1e-4, atol: float = 1e-6) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        torch.testing.assert_close(sb[key].cpu(), sa[key].cpu(), rtol=rtol, atol=atol, msg=lambda m, k=key: f"{k}: {m}")
+
+
+ComputeMetrics = Callable[[Any], dict[str, float]]
