@@ -10,10 +10,13 @@ HF's semantics live in small modules: data order and windows (:mod:`hftrain.data
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -139,8 +142,6 @@ class Trainer:
         self.label_smoother = None
         if self.args.label_smoothing_factor != 0:
             if getattr(getattr(model, "config", None), "problem_type", None) == "multi_label_classification":
-                import warnings
-
                 warnings.warn(
                     "Label smoothing is not compatible with multi-label classification. "
                     "Disabling label smoothing for this training run.", UserWarning, stacklevel=3,
@@ -310,11 +311,12 @@ class Trainer:
         module.windows = data.AccumulationWindows(loader, args.gradient_accumulation_steps, self.count_items)
         eval_loaders = self._in_training_eval_requests(ignore_keys_for_eval) if self.eval_dataset is not None else []
         self._eval_requests = [request for request, _ in eval_loaders]
-        trainer = self._lightning_trainer(plan, [flow])
-        disable_lightning_val_schedule(trainer)
         self.callback_handler.train_dataloader = loader
-        trainer.fit(module, train_dataloaders=module.windows,
-                    val_dataloaders=[dl for _, dl in eval_loaders] or None)
+        with quiet_lightning():
+            trainer = self._lightning_trainer(plan, [flow])
+            disable_lightning_val_schedule(trainer)
+            trainer.fit(module, train_dataloaders=module.windows,
+                        val_dataloaders=[dl for _, dl in eval_loaders] or None)
         self.model.to(self._device())  # Lightning parks the model on the CPU after fit; HF leaves it on device
         return self._finish_training(plan, flow)
 
@@ -424,16 +426,17 @@ class Trainer:
     def _run_standalone(self, requests: list[EvalRequest], loaders: list[DataLoader], predict: bool) -> list[EvalResult]:
         """evaluate()/predict() outside ``train()``: a Lightning ``validate``/``predict`` run over the datasets."""
         start = time.time()
-        trainer = self._lightning_trainer(None, [])
-        collector = self._collector(requests)
-        self.callback_handler.eval_dataloader = loaders[0]
-        if not hasattr(self, "model_preparation_time") and self.state.global_step == 0 and not self.is_in_train:
-            # HF reports the time it took to prepare the model on the first evaluation before any training
-            self.model_preparation_time = round(time.time() - start, 4)
-        if predict:
-            trainer.predict(self.lightning_module, dataloaders=loaders, return_predictions=False)
-        else:
-            trainer.validate(self.lightning_module, dataloaders=loaders, verbose=False)
+        with quiet_lightning():
+            trainer = self._lightning_trainer(None, [])
+            collector = self._collector(requests)
+            self.callback_handler.eval_dataloader = loaders[0]
+            if not hasattr(self, "model_preparation_time") and self.state.global_step == 0 and not self.is_in_train:
+                # HF reports the time it took to prepare the model on the first evaluation before any training
+                self.model_preparation_time = round(time.time() - start, 4)
+            if predict:
+                trainer.predict(self.lightning_module, dataloaders=loaders, return_predictions=False)
+            else:
+                trainer.validate(self.lightning_module, dataloaders=loaders, verbose=False)
         self.model.to(self._device())
         if hasattr(self, "model_preparation_time"):
             for result in collector.results:
@@ -514,6 +517,30 @@ class Trainer:
 
     def is_world_process_zero(self) -> bool:
         return self.args.process_index == 0
+
+
+@contextlib.contextmanager
+def quiet_lightning():
+    """Lightning's INFO banners ("GPU available", tips, "fit stopped") are not part of an HF run's output."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    logger.setLevel(max(level, logging.WARNING))
+    try:
+        with warnings.catch_warnings():
+            for message in _LIGHTNING_NOISE:
+                warnings.filterwarnings("ignore", message=message)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+# Lightning warnings about choices hftrain makes on purpose (HF semantics), not about the user's code
+_LIGHTNING_NOISE = (
+    ".*predict returned None.*",  # predictions are collected HF-style, not returned per step
+    ".*does not have many workers.*",  # HF's dataloader_num_workers default is 0
+    ".*You defined a `validation_step` but have no `val_dataloader`.*",
+    ".*module\\(s\\) in eval mode.*",  # HF switches the model to train mode at every step
+)
 
 
 def _metric_key(name: str) -> str:

@@ -91,6 +91,7 @@ def test_dropout_same_data_order_and_rng_stream(tmp_path):
     """Dropout on: identical only if the data order, the seeding points and every RNG draw match HF's,
     including the draws of in-training evaluations (no sanity-check pass)."""
     model = tiny_gpt2(dropout=0.1)
+    model.eval()  # as `from_pretrained` returns it: HF switches to train mode at every step, so must we
     runs = run_both(
         model,
         dict(
