@@ -88,10 +88,11 @@ def compute_loss(
                 "Pass the labels under a name listed in `label_names`, or return the loss first from forward()."
             )
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs[0]
-        if loss is None:
+        if loss is None or not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise ValueError(
-                f"{type(model).__name__} returned no loss for inputs {sorted(inputs)}: pass labels (see "
-                "`TrainingArguments.label_names`) or pass a `compute_loss_func` to the Trainer."
+                f"{type(model).__name__} returned no loss for inputs {sorted(inputs)}: its first output is not a "
+                "scalar loss. Pass labels (see `TrainingArguments.label_names`), return the loss first from "
+                "forward(), or pass a `compute_loss_func` to the Trainer."
             )
     if (
         average_tokens_across_devices
