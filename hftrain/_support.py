@@ -1,0 +1,226 @@
+"""What hftrain does with each HF ``TrainingArguments`` / ``Seq2SeqTrainingArguments`` field.
+
+``FIELD_SUPPORT`` classifies every field of the installed transformers (a unit test holds the keys to it):
+
+* ``Mapped(target)``: hftrain implements it; ``target`` says what it becomes in Lightning / hftrain.
+* ``Ignored(reason)``: accepted, has no numerical effect here; a non-default value warns once per process.
+* ``Unsupported(reason)``: a non-default value raises, so a run never silently differs from HF's.
+
+``check_supported(args)`` applies the table. "Default" means HF's default after ``__post_init__`` normalisation
+(``report_to="none"`` → ``[]``, ``debug=""`` → ``[]``, ...), read from a default-constructed arguments object.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from hftrain.training_args import TrainingArguments
+from hftrain.training_args_seq2seq import Seq2SeqTrainingArguments
+
+__all__ = ["FIELD_SUPPORT", "FieldSupport", "Ignored", "Mapped", "Unsupported", "check_supported"]
+
+
+@dataclass(frozen=True, slots=True)
+class Mapped:
+    target: str  # what the field becomes in Lightning / hftrain
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    reason: str  # why it has no numerical effect here
+
+
+@dataclass(frozen=True, slots=True)
+class Unsupported:
+    reason: str  # why hftrain cannot honour it (yet)
+
+
+FieldSupport = Mapped | Ignored | Unsupported
+
+_SCRIPT_FLAG = Mapped("stored as HF does; read by the user's script, not by the Trainer")
+_TRACKER = Ignored("tracker metadata; hftrain's loggers do not read it")
+_SINGLE_PROCESS = Ignored("single-process runs only until the strategies issue lands")
+_COMPILE = Ignored("hftrain runs the model eagerly")
+_HUB = Ignored("only used with push_to_hub, which hftrain does not support")
+_STRATEGY = Unsupported("distributed strategies land in a later issue")
+_GENERATION = Unsupported("Seq2Seq generation (predict_with_generate) lands in a later issue")
+
+FIELD_SUPPORT: dict[str, FieldSupport] = {
+    # -- output, length, batching
+    "output_dir": Mapped("lightning.Trainer(default_root_dir) and the checkpoint-N/ directory"),
+    "per_device_train_batch_size": Mapped("train DataLoader(batch_size)"),
+    "per_device_eval_batch_size": Mapped("eval/predict DataLoader(batch_size)"),
+    # Lightning's max_epochs is an int: both become max_steps = ceil(epochs * updates_per_epoch), max_epochs=-1.
+    "num_train_epochs": Mapped("lightning.Trainer(max_steps) via HF's step arithmetic"),
+    "max_steps": Mapped("lightning.Trainer(max_steps), with max_epochs=-1"),
+    "gradient_accumulation_steps": Mapped("lightning.Trainer(accumulate_grad_batches) + HF's loss normalisation"),
+    # Token count of the accumulation window, all-reduced across ranks (HF trainer.py:2306-2367).
+    "average_tokens_across_devices": Mapped("num_items_in_batch summed across ranks in the module"),
+    # -- optimizer and schedule (built in LightningModule.configure_optimizers, exactly as HF builds them)
+    "learning_rate": Mapped("optimizer lr"),
+    "lr_scheduler_type": Mapped("transformers.get_scheduler(name), stepped every optimizer step"),
+    "lr_scheduler_kwargs": Mapped("transformers.get_scheduler(scheduler_specific_kwargs)"),
+    "warmup_steps": Mapped("get_scheduler(num_warmup_steps=args.get_warmup_steps(max_steps))"),
+    "optim": Mapped("optimizer class from transformers' OptimizerNames handlers"),
+    "optim_args": Mapped("extra optimizer kwargs parsed as HF does"),
+    "weight_decay": Mapped("decay parameter group (bias and norm weights get 0.0, as in HF)"),
+    "adam_beta1": Mapped("optimizer betas[0]"),
+    "adam_beta2": Mapped("optimizer betas[1]"),
+    "adam_epsilon": Mapped("optimizer eps"),
+    "max_grad_norm": Mapped("lightning.Trainer(gradient_clip_val, gradient_clip_algorithm='norm'); grad_norm logged"),
+    # HF's LabelSmoother replaces the model loss; hftrain applies the same function in the training step.
+    "label_smoothing_factor": Mapped("LabelSmoother(epsilon) in the module's loss"),
+    # -- precision and memory
+    "bf16": Mapped("lightning.Trainer(precision='bf16-mixed')"),
+    # HF trains fp16=True on CPU in fp32; Lightning would switch to bf16, so the CPU case maps to '32-true'.
+    "fp16": Mapped("lightning.Trainer(precision='16-mixed'), '32-true' on CPU"),
+    "tf32": Mapped("torch TF32 switches set by the Trainer before fit"),
+    "activation_checkpointing": Mapped("model.activation_checkpointing_enable() at train start"),
+    "activation_checkpointing_kwargs": Mapped("activation_checkpointing_enable(**kwargs)"),
+    # Deprecated HF aliases; __post_init__ mirrors them onto activation_checkpointing*.
+    "gradient_checkpointing": Mapped("alias of activation_checkpointing"),
+    "gradient_checkpointing_kwargs": Mapped("alias of activation_checkpointing_kwargs"),
+    "use_cache": Mapped("model.config.use_cache at Trainer init"),
+    # -- logging
+    "logging_strategy": Mapped("HF-semantics logging callback"),
+    "logging_steps": Mapped("HF-semantics logging callback (and lightning log_every_n_steps)"),
+    "logging_first_step": Mapped("HF-semantics logging callback"),
+    "logging_nan_inf_filter": Mapped("module's running-loss filter (train) and eval-loss filter"),
+    "log_level": Mapped("transformers verbosity on the process that logs (get_process_log_level)"),
+    "log_level_replica": Mapped("transformers verbosity on the other processes"),
+    "disable_tqdm": Mapped("lightning.Trainer(enable_progress_bar=not disable_tqdm)"),
+    "report_to": Mapped("lightning loggers (tensorboard, wandb, ...)"),
+    # -- evaluation
+    "eval_strategy": Mapped("HF-semantics evaluation callback (runs the validation loop)"),
+    "eval_steps": Mapped("HF-semantics evaluation callback"),
+    "eval_delay": Mapped("HF-semantics evaluation callback"),
+    "prediction_loss_only": Mapped("evaluate/predict skip gathering logits and labels"),
+    "eval_on_start": Mapped("one evaluation before the first training step"),
+    "eval_do_concat_batches": Mapped("pad-and-concat (True) or per-batch lists (False) of predictions"),
+    "eval_accumulation_steps": Mapped("move gathered predictions to CPU every N eval steps"),
+    "include_for_metrics": Mapped("EvalPrediction.inputs / .losses"),
+    # -- checkpoints and best model
+    "save_strategy": Mapped("HF-layout checkpoint callback (output_dir/checkpoint-N)"),
+    "save_steps": Mapped("HF-layout checkpoint callback"),
+    "save_total_limit": Mapped("HF checkpoint rotation"),
+    "save_only_model": Mapped("checkpoint without optimizer/scheduler/RNG state"),
+    "load_best_model_at_end": Mapped("reload state.best_model_checkpoint after fit"),
+    "metric_for_best_model": Mapped("best-checkpoint tracking (and ReduceLROnPlateau monitor)"),
+    "greater_is_better": Mapped("best-checkpoint tracking mode"),
+    # -- reproducibility and hardware
+    "seed": Mapped("transformers.set_seed at HF's points (Trainer init, before model_init)"),
+    "data_seed": Mapped("train sampler generator seed"),
+    "full_determinism": Mapped("transformers.enable_full_determinism(seed) instead of set_seed"),
+    "use_cpu": Mapped("lightning.Trainer(accelerator='cpu')"),
+    # -- data
+    "dataloader_drop_last": Mapped("DataLoader(drop_last)"),
+    "dataloader_num_workers": Mapped("DataLoader(num_workers, worker_init_fn=seed_worker)"),
+    "dataloader_pin_memory": Mapped("DataLoader(pin_memory)"),
+    "dataloader_persistent_workers": Mapped("DataLoader(persistent_workers)"),
+    "dataloader_prefetch_factor": Mapped("DataLoader(prefetch_factor)"),
+    "dataloader_multiprocessing_context": Mapped("DataLoader(multiprocessing_context)"),
+    "dataloader_in_order": Mapped("DataLoader(in_order)"),
+    "remove_unused_columns": Mapped("columns not in model.forward are dropped before collation"),
+    "label_names": Mapped("batch keys treated as labels"),
+    "train_sampling_strategy": Mapped("train sampler: random / sequential / group_by_length / batch_rebalance"),
+    # -- script-only flags: the Trainer never reads them, HF stores them for the user's script
+    "do_train": _SCRIPT_FLAG,
+    "do_eval": _SCRIPT_FLAG,
+    "do_predict": _SCRIPT_FLAG,
+    "resume_from_checkpoint": _SCRIPT_FLAG,
+    "local_rank": _SCRIPT_FLAG,
+    # -- Ignored
+    "sortish_sampler": Ignored("dead in transformers 5.24 too: declared but never read"),
+    "run_name": _TRACKER,
+    "project": _TRACKER,
+    "trackio_space_id": _TRACKER,
+    "trackio_bucket_id": _TRACKER,
+    "trackio_static_space_id": _TRACKER,
+    "log_on_each_node": _SINGLE_PROCESS,
+    "save_on_each_node": _SINGLE_PROCESS,
+    "eval_use_gather_object": _SINGLE_PROCESS,
+    "ddp_find_unused_parameters": _SINGLE_PROCESS,
+    "ddp_bucket_cap_mb": _SINGLE_PROCESS,
+    "ddp_broadcast_buffers": _SINGLE_PROCESS,
+    "ddp_static_graph": _SINGLE_PROCESS,
+    "ddp_backend": _SINGLE_PROCESS,
+    "ddp_timeout": _SINGLE_PROCESS,
+    "torch_compile": _COMPILE,
+    "torch_compile_backend": _COMPILE,
+    "torch_compile_mode": _COMPILE,
+    "torch_empty_cache_steps": Ignored("emptying the allocator cache does not change the numbers"),
+    "skip_memory_metrics": Ignored("hftrain does not report the *_mem_* metrics"),
+    "hub_token": _HUB,
+    "hub_private_repo": _HUB,
+    "hub_model_id": _HUB,
+    "hub_strategy": _HUB,
+    "hub_always_push": _HUB,
+    "hub_revision": _HUB,
+    # Only read by the group_by_length / batch_rebalance samplers, which compute lengths when the column is absent.
+    "length_column_name": Ignored("precomputed lengths are not read; lengths are computed from the inputs"),
+    # -- Unsupported
+    "push_to_hub": Unsupported("needs network access to the Hugging Face Hub"),
+    "fsdp": _STRATEGY,
+    "fsdp_config": _STRATEGY,
+    "deepspeed": _STRATEGY,
+    "accelerator_config": _STRATEGY,
+    "parallelism_config": _STRATEGY,
+    "optim_target_modules": Unsupported("GaLore / APOLLO optimizers are not wired up"),
+    "use_liger_kernel": Unsupported("Liger kernels are not applied"),
+    "liger_kernel_config": Unsupported("Liger kernels are not applied"),
+    "neftune_noise_alpha": Unsupported("NEFTune embedding noise is not implemented"),
+    "auto_find_batch_size": Unsupported("the OOM-retry batch-size search is not implemented"),
+    "bf16_full_eval": Unsupported("casting the whole model for evaluation is not implemented"),
+    "fp16_full_eval": Unsupported("casting the whole model for evaluation is not implemented"),
+    "include_num_input_tokens_seen": Unsupported("input-token counting is not implemented"),
+    "batch_eval_metrics": Unsupported("per-batch compute_metrics is not implemented"),
+    "enable_jit_checkpoint": Unsupported("checkpoint-on-SIGTERM is not implemented"),
+    "restore_callback_states_from_checkpoint": Unsupported("callback states are not restored from checkpoints"),
+    "ignore_data_skip": Mapped("resume starts the interrupted epoch from its first batch instead of skipping"),
+    "debug": Unsupported("underflow/overflow detection and TPU metrics are not implemented"),
+    "predict_with_generate": _GENERATION,
+    "generation_max_length": _GENERATION,
+    "generation_num_beams": _GENERATION,
+    "generation_config": _GENERATION,
+}
+
+_warned_ignored: set[str] = set()  # Ignored fields already warned about in this process
+
+
+def _default_args(args: Any) -> TrainingArguments:
+    """A default-constructed (hence normalised) arguments object of hftrain's class matching ``args``."""
+    return Seq2SeqTrainingArguments() if isinstance(args, Seq2SeqTrainingArguments) else TrainingArguments()
+
+
+def _asks_for_feature(value: Any, default: Any) -> bool:
+    """An Unsupported field raises only when it turns its feature on: ``fsdp=False`` is as off as ``None``."""
+    return value != default and not (default is None and not value)
+
+
+def check_supported(args: TrainingArguments) -> None:
+    """Warn about Ignored fields and raise for Unsupported ones whose value differs from HF's default.
+
+    Raises:
+        ValueError: one message listing every Unsupported field that is set, with the reason.
+
+    Example:
+        >>> check_supported(TrainingArguments("out"))  # defaults: nothing to say
+    """
+    defaults = _default_args(args)
+    problems = []
+    for name, support in FIELD_SUPPORT.items():
+        if not hasattr(args, name):  # a TrainingArguments has no Seq2Seq fields
+            continue
+        value, default = getattr(args, name), getattr(defaults, name)
+        if isinstance(support, Ignored) and value != default and name not in _warned_ignored:
+            _warned_ignored.add(name)
+            warnings.warn(f"`{name}` is ignored by hftrain: {support.reason}.", UserWarning, stacklevel=2)
+        elif isinstance(support, Unsupported) and _asks_for_feature(value, default):
+            problems.append(f"`{name}`: {support.reason}")
+    if problems:
+        raise ValueError(
+            "hftrain does not support these TrainingArguments yet; leave them at their defaults:\n"
+            + "\n".join(f"- {problem}" for problem in problems)
+        )
