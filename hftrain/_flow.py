@@ -25,9 +25,12 @@ if TYPE_CHECKING:
 class HFFlow(L.Callback):
     """One ``train()`` call's flow state (HF's ``_tr_loss``, ``_globalstep_last_logged``, last grad norm / LR)."""
 
-    def __init__(self, hf: Trainer, plan: TrainingPlan) -> None:
+    def __init__(self, hf: Trainer, plan: TrainingPlan, start_epoch: int = 0, skipped_batches: int = 0) -> None:
         self.hf = hf
         self.plan = plan
+        self.start_epoch = start_epoch
+        self.skipped_batches = skipped_batches  # micro-batches of the first epoch already trained before a resume
+        self._offset = 0
         self.start_time = time.time()
         self.tr_loss = torch.tensor(0.0)
         self.total_loss = 0.0
@@ -68,13 +71,14 @@ class HFFlow(L.Callback):
 
     @override
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._epoch = trainer.current_epoch
+        self._epoch = self.start_epoch + trainer.current_epoch
+        self._offset = self.skipped_batches if trainer.current_epoch == 0 else 0
         self.epoch_stopped = False
         self._event("on_epoch_begin")
 
     @override
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        if batch_idx % self.hf.args.gradient_accumulation_steps == 0:
+        if (self._offset + batch_idx) % self.hf.args.gradient_accumulation_steps == 0:
             self._event("on_step_begin")
 
     @override
@@ -82,17 +86,18 @@ class HFFlow(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         hf, state = self.hf, self.hf.state
+        step = self._offset + batch_idx  # HF's micro-batch index in the epoch, skipped batches included
         hf.current_flos += float(hf.floating_point_ops(batch))
         if trainer.global_step == self._steps_seen:
             self._event("on_substep_end")
         else:
             self._steps_seen = trainer.global_step
             state.global_step += 1
-            state.epoch = self._epoch + (batch_idx + 1) / self.plan.steps_in_epoch
+            state.epoch = self._epoch + (step + 1) / self.plan.steps_in_epoch
             self._event("on_step_end")
             self.maybe_log_save_evaluate(trainer)
         control = hf.control
-        epoch_over = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch or batch_idx + 1 >= self.plan.steps_in_epoch
+        epoch_over = trainer.fit_loop.epoch_loop.batch_progress.is_last_batch or step + 1 >= self.plan.steps_in_epoch
         if control.should_epoch_stop or control.should_training_stop or epoch_over:
             self._event("on_epoch_end")
             self.maybe_log_save_evaluate(trainer)

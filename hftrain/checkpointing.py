@@ -103,9 +103,66 @@ def load_model_weights(model: torch.nn.Module, checkpoint_dir: str) -> None:
 
     path = Path(checkpoint_dir) / "model.safetensors"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: cannot load the model weights of checkpoint {checkpoint_dir}.")
-    result = model.load_state_dict(load_file(str(path)), strict=False)
-    # tied weights (e.g. lm_head) are not stored twice by save_pretrained
-    if hasattr(model, "tie_weights"):
+        raise ValueError(f"Checkpoint file {path} is missing: cannot load the model weights of {checkpoint_dir}.")
+    try:
+        state_dict = load_file(str(path))
+    except Exception as exc:
+        raise ValueError(f"Checkpoint file {path} is corrupt: {exc}") from exc
+    model.load_state_dict(state_dict, strict=False)
+    if hasattr(model, "tie_weights"):  # tied weights (e.g. lm_head) are stored once by save_pretrained
         model.tie_weights()
-    del result
+
+
+def torch_load(path: str) -> Any:
+    """``torch.load`` that executes no pickled code (``weights_only``); a damaged file names itself."""
+    from transformers.trainer_pt_utils import safe_globals
+
+    if not os.path.isfile(path):
+        raise ValueError(f"Checkpoint file {path} is missing.")
+    try:
+        with safe_globals():
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated zip, a foreign pickle...
+        raise ValueError(f"Checkpoint file {path} is corrupt or was not written by a Trainer: {exc}") from exc
+
+
+def check_resumable(checkpoint_dir: str) -> None:
+    """Refuse a checkpoint whose files are missing (naming them) before anything is loaded."""
+    missing = [name for name in (TRAINER_STATE_NAME, "model.safetensors") if not os.path.isfile(
+        os.path.join(checkpoint_dir, name))]
+    if missing:
+        raise ValueError(
+            f"Cannot resume from {checkpoint_dir}: missing {', '.join(missing)}. It is not a complete checkpoint "
+            "written by hftrain/transformers (an interrupted save never leaves one under this name)."
+        )
+
+
+def load_trainer_state(checkpoint_dir: str, state_cls: Any) -> Any:
+    path = os.path.join(checkpoint_dir, TRAINER_STATE_NAME)
+    try:
+        state = state_cls.load_from_json(path)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(f"Checkpoint file {path} is corrupt: {exc}") from exc
+    if state.best_model_checkpoint is not None and not os.path.isdir(state.best_model_checkpoint):
+        state.best_model_checkpoint = None  # rotated away since: HF ignores it too
+    return state
+
+
+def load_optimizer_and_scheduler(checkpoint_dir: str, optimizer: Any, scheduler: Any) -> None:
+    """HF loads both only when both files exist (a ``save_only_model`` checkpoint restarts them fresh)."""
+    opt_file, sched_file = (os.path.join(checkpoint_dir, n) for n in ("optimizer.pt", "scheduler.pt"))
+    if os.path.isfile(opt_file) and os.path.isfile(sched_file):
+        optimizer.load_state_dict(torch_load(opt_file))
+        scheduler.load_state_dict(torch_load(sched_file))
+
+
+def load_rng_state(checkpoint_dir: str) -> None:
+    path = os.path.join(checkpoint_dir, "rng_state.pth")
+    if not os.path.isfile(path):
+        return  # HF: reproducibility not guaranteed, training goes on
+    state = torch_load(path)
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.random.set_rng_state(state["cpu"])
+    if torch.cuda.is_available() and "cuda" in state:
+        torch.cuda.random.set_rng_state_all(state["cuda"])

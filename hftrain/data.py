@@ -152,35 +152,86 @@ class AccumulationWindows:
     the window's ``(num_items_in_batch, window_size)`` goes into :attr:`windows`, one entry per yielded batch, for
     the LightningModule to pop in ``training_step``.
 
-    ``len()`` and the ``sampler`` attribute are the DataLoader's, so Lightning counts batches and calls
-    ``set_epoch`` as it would on the loader itself.
+    It also owns the epoch of the sampler (epoch ``e`` of a run is iteration ``e``, counted from ``start_epoch``
+    on resume), so Lightning's own epoch bookkeeping cannot shift the data order, and it replays HF's resume:
+    the first epoch skips ``skip_batches`` micro-batches of the same permutation, and ``restore_rng`` runs where HF
+    restores the RNG states (before the iterator exists at an epoch boundary, after the first window otherwise).
     """
 
-    def __init__(self, loader: DataLoader, accumulation_steps: int, count_items: Callable[[list], Any]) -> None:
+    def __init__(
+        self,
+        loader: DataLoader,
+        accumulation_steps: int,
+        count_items: Callable[[list], Any],
+        *,
+        start_epoch: int = 0,
+        skip_batches: int = 0,
+        restore_rng: Callable[[], None] | None = None,
+    ) -> None:
         self.loader = loader
         self.accumulation_steps = accumulation_steps
         self.count_items = count_items
+        self.epoch = start_epoch
         self.windows: collections.deque[tuple[Any, int]] = collections.deque()
-
-    @property
-    def sampler(self) -> Any:
-        return self.loader.sampler
+        self._skip, self._restore_rng = skip_batches, restore_rng
 
     @property
     def dataset(self) -> Any:
         return self.loader.dataset
 
-    def __len__(self) -> int:
-        return len(self.loader)
+    # No __len__ on purpose: a resumed epoch is shorter than the loader, and Lightning, given a length, would
+    # trust it over the iterator (it would not step on the real last batch). Unsized, it looks one batch ahead.
 
     def __iter__(self) -> Iterator[Any]:
         self.windows.clear()
-        batches = iter(self.loader)
+        set_epoch(self.loader, self.epoch)
+        self.epoch += 1
+        skip, restore = self._skip, self._restore_rng
+        self._skip, self._restore_rng = 0, None
+        if restore is not None and not skip:
+            restore()
+            restore = None
+        batches = iter(skip_first_batches(self.loader, skip) if skip else self.loader)
         while window := list(islice(batches, self.accumulation_steps)):
+            if restore is not None:
+                restore()
+                restore = None
             num_items = self.count_items(window)
             for batch in window:
                 self.windows.append((num_items, len(window)))
                 yield batch
+
+
+def set_epoch(loader: Any, epoch: int) -> None:
+    for obj in (getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None)):
+        if callable(getattr(obj, "set_epoch", None)):
+            obj.set_epoch(epoch)
+
+
+class _SkipBatchSampler:
+    """The batches of ``batch_sampler`` after the first ``skip`` (indices only: nothing is loaded or collated)."""
+
+    def __init__(self, batch_sampler: Any, skip: int) -> None:
+        self.batch_sampler, self.skip = batch_sampler, skip
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from islice(self.batch_sampler, self.skip, None)
+
+    def __len__(self) -> int:
+        return max(len(self.batch_sampler) - self.skip, 0)
+
+
+def skip_first_batches(loader: DataLoader, skip: int) -> Any:
+    """``loader`` without its first ``skip`` batches, in the same order (accelerate's ``skip_first_batches``)."""
+    if loader.batch_sampler is None or isinstance(loader.dataset, IterableDataset):
+        return islice(loader, skip, None)
+    return DataLoader(
+        loader.dataset, batch_sampler=_SkipBatchSampler(loader.batch_sampler, skip), collate_fn=loader.collate_fn,
+        num_workers=loader.num_workers, pin_memory=loader.pin_memory, timeout=loader.timeout,
+        worker_init_fn=loader.worker_init_fn, multiprocessing_context=loader.multiprocessing_context,
+        generator=loader.generator, prefetch_factor=loader.prefetch_factor,
+        persistent_workers=loader.persistent_workers, in_order=loader.in_order,
+    )
 
 
 def count_label_items(window: list, *, shift_labels: bool) -> torch.Tensor | None:

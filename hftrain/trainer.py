@@ -18,7 +18,9 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any
+from dataclasses import replace
+from functools import partial
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 import numpy as np
@@ -49,6 +51,7 @@ from hftrain import _loss, checkpointing, data, optim
 from hftrain._env import detect_env
 from hftrain._evaluation import EvalCollector, EvalRequest, EvalResult
 from hftrain._flow import HFFlow, disable_lightning_val_schedule, run_validation_now
+from hftrain._model_setup import apply_process_settings, enable_activation_checkpointing
 from hftrain._support import check_supported
 from hftrain._translate import TrainingPlan, lightning_trainer_kwargs, training_plan
 from hftrain._trainer_checks import check_trainer_inputs, coerce_args, split_callbacks
@@ -62,6 +65,9 @@ from hftrain.trainer_callback import (
     TrainerControl,
     TrainerState,
 )
+
+if TYPE_CHECKING:
+    from hftrain.training_args import TrainingArguments
 
 
 class Trainer:
@@ -99,6 +105,7 @@ class Trainer:
     ) -> None:
         self.args = args = coerce_args(args)
         check_supported(args)
+        apply_process_settings(args)
         enable_full_determinism(args.seed) if args.full_determinism else set_seed(args.seed)
         if model is None and model_init is None:
             raise RuntimeError("`Trainer` requires either a `model` or `model_init` argument")
@@ -123,9 +130,10 @@ class Trainer:
         self.loggers = build_loggers(args.report_to, args.output_dir, args.run_name)
         if args.should_save:
             os.makedirs(args.output_dir, exist_ok=True)
-        self.state = self._new_state()
         self.control = TrainerControl()
+        self.state = self._new_state()
         self.current_flos = 0.0
+        self.hp_name, self._trial, self._resume_from = None, None, None
         self.is_in_train = False
         self.lightning_trainer: L.Trainer | None = None
         self.flow: HFFlow | None = None
@@ -155,7 +163,7 @@ class Trainer:
         return TrainerState(
             is_local_process_zero=self.is_local_process_zero(),
             is_world_process_zero=self.is_world_process_zero(),
-            stateful_callbacks=[*callbacks, self.control] if hasattr(self, "control") else callbacks,
+            stateful_callbacks=[*callbacks, self.control],
         )
 
     def call_model_init(self, trial: Any = None) -> nn.Module:
@@ -234,6 +242,8 @@ class Trainer:
     def lightning_optimizers(self) -> dict[str, Any]:
         """``configure_optimizers`` output: HF's optimizer, and its scheduler stepped after every optimizer step."""
         self.create_optimizer_and_scheduler(self.state.max_steps)
+        if self._resume_from is not None:
+            checkpointing.load_optimizer_and_scheduler(self._resume_from, self.optimizer, self.lr_scheduler)
         self.callback_handler.optimizer, self.callback_handler.lr_scheduler = self.optimizer, self.lr_scheduler
         if optim.is_metric_driven(self.lr_scheduler):  # stepped by the flow after evaluations
             return {"optimizer": self.optimizer}
@@ -289,6 +299,7 @@ class Trainer:
         elif self._created_scheduler:  # HF rebuilds a scheduler it created on every train() call
             self.lr_scheduler, self._created_scheduler = None, False
         self.is_in_train = True
+        enable_activation_checkpointing(self.model, args)
         loader = self.get_train_dataloader()
         plan = training_plan(
             max_steps=args.max_steps, num_train_epochs=args.num_train_epochs,
@@ -300,20 +311,28 @@ class Trainer:
         self.state = self._new_state()
         self.state.train_batch_size = args.train_batch_size
         self.state.compute_steps(args, plan.max_steps)
-        self.state.max_steps, self.state.num_train_epochs = plan.max_steps, plan.num_train_epochs
-        if checkpoint is not None:
-            raise NotImplementedError(
-                f"Resuming from {checkpoint} is not implemented yet in hftrain (exact resume is tracked in the "
-                "checkpoints issue). Start a new run, or load the weights with from_pretrained."
-            )
-        self.flow = flow = HFFlow(self, plan)
+        epochs_trained = skip = 0
+        self._resume_from = checkpoint
+        if checkpoint is not None:  # HF §6.3: weights now, optimizer/scheduler once built, RNG where HF does
+            checkpointing.check_resumable(checkpoint)
+            checkpointing.load_model_weights(self.model, checkpoint)
+            self.state = checkpointing.load_trainer_state(checkpoint, TrainerState)
+            epochs_trained = self.state.global_step // plan.updates_per_epoch
+            if not args.ignore_data_skip:
+                skip = (self.state.global_step % plan.updates_per_epoch) * args.gradient_accumulation_steps
+        self.state.init_training_references(self, plan.max_steps, plan.num_train_epochs, trial)
+        self.flow = flow = HFFlow(self, plan, start_epoch=epochs_trained, skipped_batches=skip)
         module = self.lightning_module
-        module.windows = data.AccumulationWindows(loader, args.gradient_accumulation_steps, self.count_items)
+        module.windows = data.AccumulationWindows(
+            loader, args.gradient_accumulation_steps, self.count_items, start_epoch=epochs_trained,
+            skip_batches=skip, restore_rng=partial(checkpointing.load_rng_state, checkpoint) if checkpoint else None,
+        )
         eval_loaders = self._in_training_eval_requests(ignore_keys_for_eval) if self.eval_dataset is not None else []
         self._eval_requests = [request for request, _ in eval_loaders]
         self.callback_handler.train_dataloader = loader
         with quiet_lightning():
-            trainer = self._lightning_trainer(plan, [flow])
+            remaining = replace(plan, max_steps=max(plan.max_steps - self.state.global_step, 0))
+            trainer = self._lightning_trainer(remaining, [flow])
             disable_lightning_val_schedule(trainer)
             trainer.fit(module, train_dataloaders=module.windows,
                         val_dataloaders=[dl for _, dl in eval_loaders] or None)
