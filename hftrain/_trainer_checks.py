@@ -7,6 +7,7 @@ import inspect
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
+from lightning.pytorch.loggers import Logger
 from transformers.trainer_utils import has_length
 
 from hftrain.training_args import TrainingArguments
@@ -36,12 +37,15 @@ def _hf_args_class(args: Any) -> type[TrainingArguments]:
     return TrainingArguments
 
 
-def split_callbacks(callbacks: list[Any] | None) -> tuple[list[Any], list[L.Callback]]:
-    """HF ``TrainerCallback``s (instances or classes) for the handler; Lightning ``Callback``s for Lightning."""
-    hf, lightning = [], []
+def split_callbacks(callbacks: list[Any] | None) -> tuple[list[Any], list[L.Callback], list[Logger]]:
+    """HF ``TrainerCallback``s (instances or classes) for the handler; Lightning ``Callback``s and ``Logger``s
+    for the Lightning trainer."""
+    hf, lightning, loggers = [], [], []
     for cb in callbacks or []:
         if isinstance(cb, L.Callback):
             lightning.append(cb)
+        elif isinstance(cb, Logger):
+            loggers.append(cb)
         elif isinstance(cb, type) and issubclass(cb, L.Callback):
             raise TypeError(f"Pass an instance of the Lightning callback {cb.__name__}, e.g. {cb.__name__}().")
         elif any(callable(getattr(cb, name, None)) for name in ("on_train_begin", "on_log", "on_step_end",
@@ -50,9 +54,9 @@ def split_callbacks(callbacks: list[Any] | None) -> tuple[list[Any], list[L.Call
         else:
             raise TypeError(
                 f"{cb!r} in `callbacks` is neither a transformers-style TrainerCallback (an instance or class with "
-                "on_* event methods) nor a lightning.pytorch.Callback instance."
+                "on_* event methods) nor a lightning.pytorch Callback or Logger instance."
             )
-    return hf, lightning
+    return hf, lightning, loggers
 
 
 def check_trainer_inputs(trainer: Trainer) -> None:

@@ -103,6 +103,11 @@ class HFModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         assert self.collector is not None
         self.collector.finish()
+        # HF's metric names as Lightning metrics, so Lightning callbacks can monitor "eval_loss", "eval_accuracy"...
+        for result in self.collector.results:
+            for name, value in result.output.metrics.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self.log(name, float(value), logger=False, add_dataloader_idx=False)
 
     @override
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -110,7 +115,8 @@ class HFModule(L.LightningModule):
 
     @override
     def on_predict_epoch_end(self) -> None:
-        self.on_validation_epoch_end()
+        assert self.collector is not None
+        self.collector.finish()
 
 
 def _unscale_once(scaler: torch.amp.GradScaler, optimizer: torch.optim.Optimizer) -> None:

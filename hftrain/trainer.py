@@ -23,6 +23,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
 import numpy as np
 import torch
 from torch import nn
@@ -122,12 +123,13 @@ class Trainer:
         self.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs
         check_trainer_inputs(self)
         self._bind_model(self.model)
-        hf_callbacks, self.lightning_callbacks = split_callbacks(callbacks)
+        hf_callbacks, self.lightning_callbacks, user_loggers = split_callbacks(callbacks)
         self.callback_handler = CallbackHandler(
             [DefaultFlowCallback, *hf_callbacks], self.model, processing_class, self.optimizer, self.lr_scheduler
         )
-        self.callback_handler.add_callback(PrinterCallback if args.disable_tqdm else ProgressCallback)
-        self.loggers = build_loggers(args.report_to, args.output_dir, args.run_name)
+        if not any(isinstance(cb, ProgressBar) for cb in self.lightning_callbacks):  # else Lightning's bar shows
+            self.callback_handler.add_callback(PrinterCallback if args.disable_tqdm else ProgressCallback)
+        self.loggers = [*build_loggers(args.report_to, args.output_dir, args.run_name), *user_loggers]
         if args.should_save:
             os.makedirs(args.output_dir, exist_ok=True)
         self.control = TrainerControl()
@@ -360,6 +362,10 @@ class Trainer:
     def _lightning_trainer(self, plan: TrainingPlan | None, callbacks: list[L.Callback]) -> L.Trainer:
         plan = plan or TrainingPlan(1, 1, 1, 1, 0, 0)
         kwargs = lightning_trainer_kwargs(self.args, detect_env(), plan)
+        # a Lightning callback of these kinds switches the matching Lightning feature back on
+        for flag, kind in (("enable_checkpointing", ModelCheckpoint), ("enable_progress_bar", ProgressBar),
+                           ("enable_model_summary", ModelSummary)):
+            kwargs[flag] = kwargs[flag] or any(isinstance(cb, kind) for cb in self.lightning_callbacks)
         self.lightning_trainer = L.Trainer(
             **kwargs, callbacks=[*callbacks, *self.lightning_callbacks], logger=self.loggers or False
         )
