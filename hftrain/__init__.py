@@ -18,6 +18,7 @@ _EXPORTS = {
     "Trainer": "hftrain.trainer",
     "TrainingArguments": "hftrain.training_args",
     "Seq2SeqTrainingArguments": "hftrain.training_args_seq2seq",
+    "Seq2SeqTrainer": "hftrain.trainer_seq2seq",
     "TrainerCallback": "hftrain.trainer_callback",
     "TrainerControl": "hftrain.trainer_callback",
     "TrainerState": "hftrain.trainer_callback",
@@ -39,6 +40,7 @@ __all__ = sorted(_EXPORTS)
 if TYPE_CHECKING:
     from hftrain.module import HFModule
     from hftrain.trainer import Trainer
+    from hftrain.trainer_seq2seq import Seq2SeqTrainer
     from hftrain.trainer_callback import (
         DefaultFlowCallback,
         EarlyStoppingCallback,

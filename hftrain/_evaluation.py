@@ -70,6 +70,7 @@ class EvalCollector:
         compute_metrics: Callable | None,
         preprocess_logits_for_metrics: Callable | None,
         on_batch: Callable[[], None],
+        losses_by_sample: bool = True,
     ) -> None:
         self.requests = requests
         self.args = args
@@ -78,6 +79,7 @@ class EvalCollector:
         self.compute_metrics = compute_metrics
         self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
         self.on_batch = on_batch
+        self.losses_by_sample = losses_by_sample
         self.results: list[EvalResult] = []
         self._current: _Pass | None = None
         self._index = -1
@@ -123,7 +125,7 @@ class EvalCollector:
         prefix, dataset = run.request.prefix, run.request.dataset
         losses, preds, labels, inputs = (c.get_arrays() for c in (run.losses, run.preds, run.labels, run.inputs))
         num_samples = len(dataset) if has_length(dataset) else run.observed
-        if isinstance(losses, np.ndarray) and has_length(dataset):
+        if self.losses_by_sample and isinstance(losses, np.ndarray) and has_length(dataset):
             # HF's gather_for_metrics truncates the last batch's repeated loss to the real number of samples
             losses = nested_truncate(losses, num_samples)
         metrics: dict[str, Any] = {}

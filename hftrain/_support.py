@@ -45,7 +45,6 @@ _SINGLE_PROCESS = Ignored("single-process runs only until the strategies issue l
 _COMPILE = Ignored("hftrain runs the model eagerly")
 _HUB = Ignored("only used with push_to_hub, which hftrain does not support")
 _STRATEGY = Unsupported("distributed strategies land in a later issue")
-_GENERATION = Unsupported("Seq2Seq generation (predict_with_generate) lands in a later issue")
 
 FIELD_SUPPORT: dict[str, FieldSupport] = {
     # -- output, length, batching
@@ -180,10 +179,10 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
     "restore_callback_states_from_checkpoint": Unsupported("callback states are not restored from checkpoints"),
     "ignore_data_skip": Mapped("resume starts the interrupted epoch from its first batch instead of skipping"),
     "debug": Unsupported("underflow/overflow detection and TPU metrics are not implemented"),
-    "predict_with_generate": _GENERATION,
-    "generation_max_length": _GENERATION,
-    "generation_num_beams": _GENERATION,
-    "generation_config": _GENERATION,
+    "predict_with_generate": Mapped("Seq2SeqTrainer.prediction_step calls model.generate() in the eval loop"),
+    "generation_max_length": Mapped("max_length for generate() unless max_length/max_new_tokens are passed"),
+    "generation_num_beams": Mapped("num_beams for generate() unless passed to evaluate()/predict()"),
+    "generation_config": Mapped("replaces model.generation_config (object, directory or JSON file)"),
 }
 
 _warned_ignored: set[str] = set()  # Ignored fields already warned about in this process

@@ -87,6 +87,8 @@ class Trainer:
 
     # HF 5.x: set True/False in a subclass whose compute_loss already normalises for gradient accumulation
     loss_is_scaled_for_ga: bool | None = None
+    # eval_loss weights each batch by its real size (HF's gather_for_metrics); Seq2SeqTrainer averages batches
+    _loss_weighted_by_samples = True
 
     def __init__(
         self,
@@ -392,7 +394,7 @@ class Trainer:
             requests, args=self.args, prediction_step=self.prediction_step,
             main_input_name=getattr(self.model, "main_input_name", "input_ids"),
             compute_metrics=self.compute_metrics, preprocess_logits_for_metrics=self.preprocess_logits_for_metrics,
-            on_batch=on_batch,
+            on_batch=on_batch, losses_by_sample=self._loss_weighted_by_samples,
         )
         self.lightning_module.collector = collector
         return collector

@@ -138,3 +138,38 @@ def assert_same_parameters(a: torch.nn.Module, b: torch.nn.Module, rtol: float =
 
 
 ComputeMetrics = Callable[[Any], dict[str, float]]
+
+
+def word_tokenizer(words: int = 60):
+    """A small word-level fast tokenizer built in memory (no Hub): <pad>=0, </s>=1, <unk>=2, w0..w{n-1}."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{f"w{i}": i + 3 for i in range(words)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
+
+
+def tiny_t5(vocab: int = 63) -> torch.nn.Module:
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    config = T5Config(vocab_size=vocab, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_decoder_layers=2, num_heads=2,
+                      dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    torch.manual_seed(1)
+    return T5ForConditionalGeneration(config)
+
+
+def copy_task(tokenizer, n: int, seed: int = 0) -> ListDataset:
+    """text → the same words reversed: learnable by a tiny seq2seq model; variable lengths."""
+    g = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(n):
+        length = int(torch.randint(2, 7, (1,), generator=g))
+        words = [f"w{int(i)}" for i in torch.randint(0, 20, (length,), generator=g)]
+        source = tokenizer(" ".join(words))
+        target = tokenizer(" ".join(reversed(words)))
+        rows.append({"input_ids": source["input_ids"], "attention_mask": source["attention_mask"],
+                     "labels": target["input_ids"]})
+    return ListDataset(rows)

@@ -37,7 +37,8 @@ MAPPED = _names(
     "metric_for_best_model, greater_is_better, seed, data_seed, full_determinism, use_cpu, dataloader_drop_last, "
     "dataloader_num_workers, dataloader_pin_memory, dataloader_persistent_workers, dataloader_prefetch_factor, "
     "dataloader_multiprocessing_context, dataloader_in_order, remove_unused_columns, label_names, "
-    "train_sampling_strategy, do_train, do_eval, do_predict, resume_from_checkpoint, local_rank, ignore_data_skip"
+    "train_sampling_strategy, do_train, do_eval, do_predict, resume_from_checkpoint, local_rank, ignore_data_skip, "
+    "predict_with_generate, generation_max_length, generation_num_beams, generation_config"
 )
 IGNORED = _names(
     "sortish_sampler, run_name, project, trackio_space_id, trackio_bucket_id, trackio_static_space_id, "
@@ -50,8 +51,7 @@ UNSUPPORTED = _names(
     "push_to_hub, fsdp, fsdp_config, deepspeed, accelerator_config, parallelism_config, optim_target_modules, "
     "use_liger_kernel, liger_kernel_config, neftune_noise_alpha, auto_find_batch_size, bf16_full_eval, "
     "fp16_full_eval, include_num_input_tokens_seen, batch_eval_metrics, enable_jit_checkpoint, "
-    "restore_callback_states_from_checkpoint, debug, predict_with_generate, generation_max_length, "
-    "generation_num_beams, generation_config"
+    "restore_callback_states_from_checkpoint, debug"
 )
 
 
@@ -156,8 +156,9 @@ def test_falsy_values_of_none_default_unsupported_fields_are_off():
         {"generation_config": GenerationConfig(num_beams=2)},
     ],
 )
-def test_seq2seq_generation_is_unsupported_for_now(kwargs):
-    with pytest.raises(ValueError, match=f"`{next(iter(kwargs))}`: Seq2Seq generation"):
+def test_seq2seq_generation_fields_are_accepted(kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
         check_supported(Seq2SeqTrainingArguments(**kwargs))
 
 
