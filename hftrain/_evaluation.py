@@ -9,6 +9,7 @@ sample-weighted mean of batch means), predictions and labels right-padded with -
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ class EvalRequest:
     dataset: Any
     prediction_loss_only: bool
     ignore_keys: list[str] | None = None
+    is_prediction: bool = False  # predict() keeps every prediction even when metrics stream (HF does the same)
 
 
 @dataclass
@@ -42,6 +44,8 @@ class _Pass:
     preds: EvalLoopContainer = None  # type: ignore[assignment]
     labels: EvalLoopContainer = None  # type: ignore[assignment]
     inputs: EvalLoopContainer = None  # type: ignore[assignment]
+    pending: Any = None  # batch_eval_metrics: the last batch, scored once we know whether it is the final one
+    metrics: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.losses, self.preds, self.labels, self.inputs = (
@@ -80,6 +84,9 @@ class EvalCollector:
         self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
         self.on_batch = on_batch
         self.losses_by_sample = losses_by_sample
+        # a torchmetrics Metric/MetricCollection is updated batch by batch: no prediction is kept for it
+        self.metric = compute_metrics if _is_torchmetric(compute_metrics) else None
+        self.batch_metrics = bool(args.batch_eval_metrics) and compute_metrics is not None and self.metric is None
         self.results: list[EvalResult] = []
         self._current: _Pass | None = None
         self._index = -1
@@ -98,22 +105,44 @@ class EvalCollector:
         loss, logits, labels = self.prediction_step(
             model, inputs, run.request.prediction_loss_only, ignore_keys=run.request.ignore_keys
         )
-        if "inputs" in self.args.include_for_metrics:
-            run.inputs.add(inputs[self.main_input_name])
-        if loss is not None:
-            run.losses.add(loss.repeat(run.batch_size))
-        if logits is not None:
-            if self.preprocess_logits_for_metrics is not None:
-                logits = self.preprocess_logits_for_metrics(logits, labels)
-            run.preds.add(logits)
-        if labels is not None:
-            run.labels.add(labels)
+        keep = run.request.is_prediction or not (self.metric is not None or self.batch_metrics)
+        losses = loss.repeat(run.batch_size) if loss is not None else None
+        if losses is not None:
+            run.losses.add(losses)
+        if logits is not None and self.preprocess_logits_for_metrics is not None:
+            logits = self.preprocess_logits_for_metrics(logits, labels)
+        if keep:
+            if "inputs" in self.args.include_for_metrics:
+                run.inputs.add(inputs[self.main_input_name])
+            if logits is not None:
+                run.preds.add(logits)
+            if labels is not None:
+                run.labels.add(labels)
+        if logits is not None and labels is not None:
+            self._stream(run, logits, labels, losses, inputs)
         self.on_batch()
         run.steps += 1
         every = self.args.eval_accumulation_steps
         if every is not None and run.steps % every == 0:  # move to CPU numpy every N batches, as HF
             for container in (run.losses, run.preds, run.labels, run.inputs):
                 container.to_cpu_and_numpy()
+
+    def _stream(self, run: _Pass, logits: Any, labels: Any, losses: Any, inputs: Any) -> None:
+        if self.metric is not None:
+            self.metric.to(labels.device if isinstance(labels, torch.Tensor) else "cpu")
+            self.metric.update(logits, labels)
+        elif self.batch_metrics:
+            self._score_pending(run, compute_result=False)
+            include = self.args.include_for_metrics
+            run.pending = EvalPrediction(predictions=logits, label_ids=labels,
+                                         losses=losses if "loss" in include else None,
+                                         inputs=inputs if "inputs" in include else None)
+
+    def _score_pending(self, run: _Pass, compute_result: bool) -> None:
+        """HF's ``batch_eval_metrics``: ``compute_metrics(batch, compute_result=is_last_batch)``, last result kept."""
+        if run.pending is not None:
+            run.metrics = self.compute_metrics(run.pending, compute_result=compute_result)
+            run.pending = None
 
     def finish(self) -> None:
         """Close the pass in progress, if any (called on a dataloader change and at the end of the loop)."""
@@ -129,7 +158,12 @@ class EvalCollector:
             # HF's gather_for_metrics truncates the last batch's repeated loss to the real number of samples
             losses = nested_truncate(losses, num_samples)
         metrics: dict[str, Any] = {}
-        if self.compute_metrics is not None and preds is not None and labels is not None:
+        if self.metric is not None:
+            metrics = _computed(self.metric)
+        elif self.batch_metrics:
+            self._score_pending(run, compute_result=True)
+            metrics = run.metrics or {}
+        elif self.compute_metrics is not None and preds is not None and labels is not None:
             metrics = self.compute_metrics(
                 EvalPrediction(
                     predictions=preds,
@@ -151,3 +185,24 @@ class EvalCollector:
                 metrics[f"{prefix}_{key}"] = metrics.pop(key)
         output = EvalLoopOutput(predictions=preds, label_ids=labels, metrics=metrics, num_samples=num_samples)
         return EvalResult(prefix, output, run.start_time)
+
+
+def _is_torchmetric(obj: Any) -> bool:
+    if obj is None:
+        return False
+    try:
+        from torchmetrics import Metric, MetricCollection
+    except ImportError:  # pragma: no cover - torchmetrics is a dependency
+        return False
+    return isinstance(obj, (Metric, MetricCollection))
+
+
+def _computed(metric: Any) -> dict[str, Any]:
+    """``compute()`` then ``reset()``; a single Metric is named after its class (``MulticlassAccuracy`` →
+    ``multiclass_accuracy``), a collection by its keys."""
+    value = metric.compute()
+    metric.reset()
+    if isinstance(value, dict):
+        return dict(value)
+    name = re.sub(r"(?<!^)(?=[A-Z])", "_", type(metric).__name__).lower()
+    return {name: value}

@@ -61,8 +61,9 @@ def split_callbacks(callbacks: list[Any] | None) -> tuple[list[Any], list[L.Call
 
 def check_trainer_inputs(trainer: Trainer) -> None:
     args = trainer.args
-    if args.batch_eval_metrics and trainer.compute_metrics is not None:
-        if "compute_result" not in inspect.signature(trainer.compute_metrics).parameters:
+    metric_fn = trainer.compute_metrics
+    if args.batch_eval_metrics and (inspect.isfunction(metric_fn) or inspect.ismethod(metric_fn)):
+        if "compute_result" not in inspect.signature(metric_fn).parameters:
             raise ValueError(
                 "When using `batch_eval_metrics`, your `compute_metrics` function must take a `compute_result` "
                 "boolean argument which will be triggered after the last batch of the eval set to signal that the "

@@ -444,7 +444,8 @@ class Trainer:
     def predict(
         self, test_dataset: Any, ignore_keys: list[str] | None = None, metric_key_prefix: str = "test"
     ) -> PredictionOutput:
-        request = EvalRequest(metric_key_prefix, test_dataset, self.args.prediction_loss_only, ignore_keys)
+        request = EvalRequest(metric_key_prefix, test_dataset, self.args.prediction_loss_only, ignore_keys,
+                              is_prediction=True)
         (result,) = self._run_standalone([request], [self.get_test_dataloader(test_dataset)], predict=True)
         metrics = self._report(result, log=False)
         self.control = self.callback_handler.on_predict(self.args, self.state, self.control, metrics)
@@ -453,6 +454,9 @@ class Trainer:
     def _run_standalone(self, requests: list[EvalRequest], loaders: list[DataLoader], predict: bool) -> list[EvalResult]:
         """evaluate()/predict() outside ``train()``: a Lightning ``validate``/``predict`` run over the datasets."""
         start = time.time()
+        if not self.is_in_train and (self.args.fp16_full_eval or self.args.bf16_full_eval):
+            # HF casts the model itself (and leaves it cast) for evaluations outside train()
+            self.model.to(torch.float16 if self.args.fp16_full_eval else torch.bfloat16)
         with quiet_lightning():
             trainer = self._lightning_trainer(None, [])
             collector = self._collector(requests)

@@ -38,7 +38,8 @@ MAPPED = _names(
     "dataloader_num_workers, dataloader_pin_memory, dataloader_persistent_workers, dataloader_prefetch_factor, "
     "dataloader_multiprocessing_context, dataloader_in_order, remove_unused_columns, label_names, "
     "train_sampling_strategy, do_train, do_eval, do_predict, resume_from_checkpoint, local_rank, ignore_data_skip, "
-    "predict_with_generate, generation_max_length, generation_num_beams, generation_config"
+    "predict_with_generate, generation_max_length, generation_num_beams, generation_config, bf16_full_eval, "
+    "fp16_full_eval, batch_eval_metrics"
 )
 IGNORED = _names(
     "sortish_sampler, run_name, project, trackio_space_id, trackio_bucket_id, trackio_static_space_id, "
@@ -49,8 +50,8 @@ IGNORED = _names(
 )
 UNSUPPORTED = _names(
     "push_to_hub, fsdp, fsdp_config, deepspeed, accelerator_config, parallelism_config, optim_target_modules, "
-    "use_liger_kernel, liger_kernel_config, neftune_noise_alpha, auto_find_batch_size, bf16_full_eval, "
-    "fp16_full_eval, include_num_input_tokens_seen, batch_eval_metrics, enable_jit_checkpoint, "
+    "use_liger_kernel, liger_kernel_config, neftune_noise_alpha, auto_find_batch_size, "
+    "include_num_input_tokens_seen, enable_jit_checkpoint, "
     "restore_callback_states_from_checkpoint, debug"
 )
 
@@ -132,7 +133,7 @@ def test_unsupported_fields_raise_once_listing_each():
         {"parallelism_config": object()},
         {"auto_find_batch_size": True},
         {"include_num_input_tokens_seen": True},
-        {"bf16_full_eval": True, "use_cpu": True},
+        {"neftune_noise_alpha": 5.0},
         {"restore_callback_states_from_checkpoint": True},
         {"optim_target_modules": ["attn"]},
     ],
