@@ -19,7 +19,8 @@ class Env:
 
     cuda_devices: int = 0
     bf16_supported: bool = False
-    world_size: int = 1
+    world_size: int = 1  # processes of the launch (torchrun, SLURM, a test's ranks)
+    local_world_size: int = 1  # of them, on this node
 
     @property
     def has_cuda(self) -> bool:
@@ -33,4 +34,5 @@ def detect_env() -> Env:
         cuda_devices=cuda,
         bf16_supported=bool(cuda) and torch.cuda.is_bf16_supported(),
         world_size=int(os.environ.get("WORLD_SIZE", "1")),
+        local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1"))),
     )

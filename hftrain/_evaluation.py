@@ -9,6 +9,7 @@ sample-weighted mean of batch means), predictions and labels right-padded with -
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from transformers.trainer_pt_utils import EvalLoopContainer, find_batch_size, nested_truncate
-from transformers.trainer_utils import EvalLoopOutput, EvalPrediction, denumpify_detensorize, has_length
+from transformers.trainer_utils import EvalLoopOutput, EvalPrediction, denumpify_detensorize, has_length, speed_metrics
 
 
 @dataclass
@@ -30,6 +31,7 @@ class EvalRequest:
     prediction_loss_only: bool
     ignore_keys: list[str] | None = None
     is_prediction: bool = False  # predict() keeps every prediction even when metrics stream (HF does the same)
+    slices: Any = None  # several processes: the sharded sampler's Slice per batch (where each piece belongs)
 
 
 @dataclass
@@ -46,10 +48,15 @@ class _Pass:
     inputs: EvalLoopContainer = None  # type: ignore[assignment]
     pending: Any = None  # batch_eval_metrics: the last batch, scored once we know whether it is the final one
     metrics: dict[str, Any] | None = None
+    firsts: list[int] = field(default_factory=list)  # several processes: first sample index of each piece
+    loss_pieces: list[tuple[int, float, float, int]] = field(default_factory=list)  # (batch id, loss, weight, rows)
+    losses_by_sample: bool = True
 
     def __post_init__(self) -> None:
+        # across processes, pieces are kept apart until they are gathered and put back in dataset order
+        concat = self.do_concat and self.request.slices is None
         self.losses, self.preds, self.labels, self.inputs = (
-            EvalLoopContainer(self.do_concat, padding_index=-100) for _ in range(4)
+            EvalLoopContainer(concat, padding_index=-100) for _ in range(4)
         )
 
 
@@ -75,6 +82,7 @@ class EvalCollector:
         preprocess_logits_for_metrics: Callable | None,
         on_batch: Callable[[], None],
         losses_by_sample: bool = True,
+        count_items: Callable[[list], Any] | None = None,
     ) -> None:
         self.requests = requests
         self.args = args
@@ -84,6 +92,7 @@ class EvalCollector:
         self.preprocess_logits_for_metrics = preprocess_logits_for_metrics
         self.on_batch = on_batch
         self.losses_by_sample = losses_by_sample
+        self.count_items = count_items
         # a torchmetrics Metric/MetricCollection is updated batch by batch: no prediction is kept for it
         self.metric = compute_metrics if _is_torchmetric(compute_metrics) else None
         self.batch_metrics = bool(args.batch_eval_metrics) and compute_metrics is not None and self.metric is None
@@ -107,7 +116,14 @@ class EvalCollector:
         )
         keep = run.request.is_prediction or not (self.metric is not None or self.batch_metrics)
         losses = loss.repeat(run.batch_size) if loss is not None else None
-        if losses is not None:
+        if run.request.slices is not None:
+            piece = run.request.slices.popleft()
+            run.firsts.append(piece.first_index)
+            if loss is not None:  # the batch loss is rebuilt from every rank's sum and weight once gathered
+                count = self.count_items([inputs]) if self.count_items is not None else None
+                weight = float(count) if count is not None else float(piece.rows)
+                run.loss_pieces.append((piece.batch_id, float(loss), weight, piece.rows))
+        elif losses is not None:
             run.losses.add(losses)
         if logits is not None and self.preprocess_logits_for_metrics is not None:
             logits = self.preprocess_logits_for_metrics(logits, labels)
@@ -123,7 +139,7 @@ class EvalCollector:
         self.on_batch()
         run.steps += 1
         every = self.args.eval_accumulation_steps
-        if every is not None and run.steps % every == 0:  # move to CPU numpy every N batches, as HF
+        if (every is not None and run.steps % every == 0) or run.request.slices is not None:  # to CPU numpy
             for container in (run.losses, run.preds, run.labels, run.inputs):
                 container.to_cpu_and_numpy()
 
@@ -152,9 +168,14 @@ class EvalCollector:
 
     def _result(self, run: _Pass) -> EvalResult:
         prefix, dataset = run.request.prefix, run.request.dataset
+        if run.request.slices is not None:
+            run.losses_by_sample = self.losses_by_sample
+            _merge_processes(run, self.args.eval_do_concat_batches)
         losses, preds, labels, inputs = (c.get_arrays() for c in (run.losses, run.preds, run.labels, run.inputs))
         num_samples = len(dataset) if has_length(dataset) else run.observed
-        if self.losses_by_sample and isinstance(losses, np.ndarray) and has_length(dataset):
+        if self.losses_by_sample and run.request.slices is None and isinstance(losses, np.ndarray) and has_length(
+            dataset
+        ):
             # HF's gather_for_metrics truncates the last batch's repeated loss to the real number of samples
             losses = nested_truncate(losses, num_samples)
         metrics: dict[str, Any] = {}
@@ -206,3 +227,60 @@ def _computed(metric: Any) -> dict[str, Any]:
         return dict(value)
     name = re.sub(r"(?<!^)(?=[A-Z])", "_", type(metric).__name__).lower()
     return {name: value}
+
+
+def _merge_processes(run: _Pass, do_concat: bool) -> None:
+    """Gather every process's pieces and rebuild the containers in dataset order, each sample once."""
+    from hftrain._distributed import all_gather_objects
+
+    local = [run.firsts, run.loss_pieces, *(c.get_arrays() or [] for c in (run.preds, run.labels, run.inputs))]
+    pieces, loss_pieces = [], []
+    for firsts, losses, *columns in all_gather_objects(local):
+        loss_pieces.extend(zip(firsts, losses))
+        for i, first in enumerate(firsts):
+            pieces.append((first, [column[i] if column else None for column in columns]))
+    pieces.sort(key=lambda piece: piece[0])
+    run.preds, run.labels, run.inputs = (EvalLoopContainer(do_concat, padding_index=-100) for _ in range(3))
+    for _, values in pieces:
+        for container, value in zip((run.preds, run.labels, run.inputs), values):
+            if value is not None:
+                container.add(_as_tensors(value))
+    run.losses = EvalLoopContainer(True, padding_index=-100)
+    if loss_pieces:
+        run.losses.add(torch.as_tensor(_batch_losses(loss_pieces, run.losses_by_sample)))
+
+
+def _batch_losses(pieces: list, by_sample: bool) -> np.ndarray:
+    """Per-sample losses in dataset order, each sample carrying the loss of its single-process global batch:
+    Σ loss·weight / Σ weight over the batch's pieces (weight = label tokens, or rows for a mean loss)."""
+    sums: dict[int, list[float]] = {}
+    for _, (batch, loss, weight, rows) in pieces:
+        total = sums.setdefault(batch, [0.0, 0.0, 0])
+        if weight > 0:
+            total[0] += loss * weight
+            total[1] += weight
+        total[2] += rows
+    batch_loss = {b: (s / w if w else float("nan")) for b, (s, w, _) in sums.items()}
+    if not by_sample:  # Seq2SeqTrainer: a plain mean over batches
+        return np.array([batch_loss[b] for b in sorted(batch_loss)], dtype=np.float32)
+    ordered = sorted(pieces, key=lambda piece: piece[0])
+    return np.concatenate([np.full(rows, batch_loss[batch], dtype=np.float32)
+                           for _, (batch, _, _, rows) in ordered if rows > 0])
+
+
+def _as_tensors(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_as_tensors(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _as_tensors(v) for k, v in value.items()}
+    return value
+
+
+def add_speed_metrics(result: EvalResult, total_batch_size: int) -> dict[str, Any]:
+    """HF's ``<prefix>_runtime / _samples_per_second / _steps_per_second`` (preparation time not counted)."""
+    metrics, n = result.output.metrics, result.output.num_samples
+    start = result.start_time + metrics.get(f"{result.prefix}_model_preparation_time", 0)
+    metrics.update(speed_metrics(result.prefix, start, num_samples=n, num_steps=math.ceil(n / total_batch_size)))
+    return metrics

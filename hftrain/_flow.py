@@ -16,6 +16,7 @@ import lightning as L
 import torch
 from typing_extensions import override
 
+from hftrain._distributed import all_reduce_sum, world_size
 from hftrain._translate import TrainingPlan
 
 if TYPE_CHECKING:
@@ -109,7 +110,7 @@ class HFFlow(L.Callback):
     def maybe_log_save_evaluate(self, trainer: L.Trainer) -> None:
         hf, state = self.hf, self.hf.state
         if hf.control.should_log and state.global_step > self.last_logged:
-            tr_loss = self.tr_loss.item()
+            tr_loss = (all_reduce_sum(self.tr_loss) / world_size()).item()  # HF: the mean over processes
             self.tr_loss.zero_()
             logs: dict[str, float] = {"loss": tr_loss / (state.global_step - self.last_logged)}
             if self.grad_norm is not None:

@@ -65,8 +65,6 @@ def compute_loss(
     label_smoother: Callable | None,
     compute_loss_func: Callable | None,
     num_items_in_batch: torch.Tensor | int | None,
-    average_tokens_across_devices: bool,
-    world_size: int,
     return_outputs: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, Any]:
     """The loss of one micro-batch, with HF's label smoothing, ``compute_loss_func`` and token normalisation."""
@@ -94,12 +92,8 @@ def compute_loss(
                 "scalar loss. Pass labels (see `TrainingArguments.label_names`), return the loss first from "
                 "forward(), or pass a `compute_loss_func` to the Trainer."
             )
-    if (
-        average_tokens_across_devices
-        and (contract.accepts_loss_kwargs or compute_loss_func)
-        and num_items_in_batch is not None
-    ):
-        loss = loss * world_size  # the token count was summed over all processes
+    # HF multiplies by the world size here (its count is the sum over ranks); hftrain's count is already divided
+    # by the world size (see hftrain._distributed), so nothing to do: on one process the two are the same number.
     return (loss, outputs) if return_outputs else loss
 
 
@@ -139,3 +133,20 @@ def prediction_step(
         return loss, None, None
     logits = nested_detach(logits)
     return loss, logits[0] if len(logits) == 1 else logits, labels
+
+
+def normalises_by_num_items(model: nn.Module, inputs: dict[str, Any], num_items: torch.Tensor) -> bool:
+    """Whether the model's loss really divides by ``num_items_in_batch`` (a causal LM's does; a classifier that
+    accepts ``**kwargs`` but returns a mean does not). Two forward passes in eval mode with the RNG state put back,
+    so the training run's random stream is untouched."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            one = model(**inputs, num_items_in_batch=num_items)
+            two = model(**inputs, num_items_in_batch=num_items * 2)
+    finally:
+        model.train(was_training)
+    first = one["loss"] if isinstance(one, dict) else one[0]
+    second = two["loss"] if isinstance(two, dict) else two[0]
+    return not torch.allclose(first, second)

@@ -41,7 +41,7 @@ FieldSupport = Mapped | Ignored | Unsupported
 
 _SCRIPT_FLAG = Mapped("stored as HF does; read by the user's script, not by the Trainer")
 _TRACKER = Ignored("tracker metadata; hftrain's loggers do not read it")
-_SINGLE_PROCESS = Ignored("single-process runs only until the strategies issue lands")
+_SINGLE_PROCESS = Ignored("one node; hftrain gathers evaluation results itself")
 _COMPILE = Ignored("hftrain runs the model eagerly")
 _HUB = Ignored("only used with push_to_hub, which hftrain does not support")
 _STRATEGY = Unsupported("distributed strategies land in a later issue")
@@ -132,7 +132,7 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
     "local_rank": _SCRIPT_FLAG,
     # -- Ignored
     "sortish_sampler": Ignored("dead in transformers 5.24 too: declared but never read"),
-    "run_name": _TRACKER,
+    "run_name": Mapped("the version (run) name of report_to's Lightning loggers"),
     "project": _TRACKER,
     "trackio_space_id": _TRACKER,
     "trackio_bucket_id": _TRACKER,
@@ -140,12 +140,12 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
     "log_on_each_node": _SINGLE_PROCESS,
     "save_on_each_node": _SINGLE_PROCESS,
     "eval_use_gather_object": _SINGLE_PROCESS,
-    "ddp_find_unused_parameters": _SINGLE_PROCESS,
-    "ddp_bucket_cap_mb": _SINGLE_PROCESS,
-    "ddp_broadcast_buffers": _SINGLE_PROCESS,
-    "ddp_static_graph": _SINGLE_PROCESS,
-    "ddp_backend": _SINGLE_PROCESS,
-    "ddp_timeout": _SINGLE_PROCESS,
+    "ddp_find_unused_parameters": Mapped("DDPStrategy option when several processes run"),
+    "ddp_bucket_cap_mb": Mapped("DDPStrategy option when several processes run"),
+    "ddp_broadcast_buffers": Mapped("DDPStrategy option when several processes run"),
+    "ddp_static_graph": Mapped("DDPStrategy option when several processes run"),
+    "ddp_backend": Mapped("DDPStrategy option when several processes run"),
+    "ddp_timeout": Mapped("DDPStrategy option when several processes run"),
     "torch_compile": _COMPILE,
     "torch_compile_backend": _COMPILE,
     "torch_compile_mode": _COMPILE,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from hftrain._env import Env
@@ -77,6 +78,29 @@ def precision(args: Any, env: Env) -> str:
     return "32-true"
 
 
+def strategy(args: Any, env: Env) -> Any:
+    """One process: Lightning's default. Several (launched by torchrun, SLURM or a test): DDP with HF's ``ddp_*``
+    options; hftrain shards the data itself, so every process sees the same global batches as one would."""
+    if env.world_size <= 1:
+        return "auto"
+    from lightning.pytorch.strategies import DDPStrategy
+
+    kwargs: dict[str, Any] = {
+        "process_group_backend": args.ddp_backend or ("nccl" if accelerator(args, env) == "cuda" else "gloo"),
+        "timeout": timedelta(seconds=args.ddp_timeout),
+        # HF's default: find unused parameters unless activation checkpointing is on (trainer.py:749)
+        "find_unused_parameters": (
+            args.ddp_find_unused_parameters if args.ddp_find_unused_parameters is not None
+            else not args.activation_checkpointing
+        ),
+    }
+    for field, name in (("ddp_bucket_cap_mb", "bucket_cap_mb"), ("ddp_broadcast_buffers", "broadcast_buffers"),
+                        ("ddp_static_graph", "static_graph")):
+        if getattr(args, field) is not None:
+            kwargs[name] = getattr(args, field)
+    return DDPStrategy(**kwargs)
+
+
 def accelerator(args: Any, env: Env) -> str:
     return "cuda" if env.has_cuda and not args.use_cpu else "cpu"
 
@@ -89,8 +113,9 @@ def lightning_trainer_kwargs(args: Any, env: Env, plan: TrainingPlan) -> dict[st
     """
     return {
         "accelerator": accelerator(args, env),
-        "devices": 1,
-        "strategy": "auto",
+        "devices": env.local_world_size,
+        "num_nodes": max(env.world_size // env.local_world_size, 1),
+        "strategy": strategy(args, env),
         "precision": precision(args, env),
         "accumulate_grad_batches": args.gradient_accumulation_steps,
         # clipping is done by the module (it also logs HF's pre-clip grad_norm); the value reaches strategies

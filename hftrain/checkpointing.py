@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, rotate_checkpoints
+
+from hftrain._distributed import all_gather_objects, barrier, rank, world_size
 
 TRAINER_STATE_NAME = "trainer_state.json"
 TRAINING_ARGS_NAME = "training_args.bin"
@@ -78,6 +80,10 @@ def save_checkpoint(
 ) -> str:
     """Write ``checkpoint-{global_step}`` and rotate older ones (never the newest or the best)."""
     final_dir = os.path.join(output_dir, f"{PREFIX_CHECKPOINT_DIR}-{global_step}")
+    rng_states = all_gather_objects(rng_state())  # every process's RNG, written by the first one
+    if not args.should_save:
+        barrier()
+        return final_dir
 
     def write(tmp_dir: str) -> None:
         save_model_files(model, tmp_dir, processing_class, args)
@@ -86,7 +92,10 @@ def save_checkpoint(
                 torch.save(optimizer.state_dict(), os.path.join(tmp_dir, "optimizer.pt"))
             if scheduler is not None:
                 torch.save(scheduler.state_dict(), os.path.join(tmp_dir, "scheduler.pt"))
-            torch.save(rng_state(), os.path.join(tmp_dir, "rng_state.pth"))
+            if len(rng_states) == 1:
+                torch.save(rng_states[0], os.path.join(tmp_dir, "rng_state.pth"))
+            for index, states in enumerate(rng_states if len(rng_states) > 1 else []):
+                torch.save(states, os.path.join(tmp_dir, f"rng_state_{index}.pth"))
         state.save_to_json(os.path.join(tmp_dir, TRAINER_STATE_NAME))
 
     write_atomically(final_dir, write)
@@ -94,6 +103,7 @@ def save_checkpoint(
         output_dir, save_total_limit=args.save_total_limit,
         best_model_checkpoint=state.best_model_checkpoint, use_mtime=True,
     )
+    barrier()
     return final_dir
 
 
@@ -157,7 +167,8 @@ def load_optimizer_and_scheduler(checkpoint_dir: str, optimizer: Any, scheduler:
 
 
 def load_rng_state(checkpoint_dir: str) -> None:
-    path = os.path.join(checkpoint_dir, "rng_state.pth")
+    name = f"rng_state_{rank()}.pth" if world_size() > 1 else "rng_state.pth"
+    path = os.path.join(checkpoint_dir, name)
     if not os.path.isfile(path):
         return  # HF: reproducibility not guaranteed, training goes on
     state = torch_load(path)
@@ -166,3 +177,50 @@ def load_rng_state(checkpoint_dir: str) -> None:
     torch.random.set_rng_state(state["cpu"])
     if torch.cuda.is_available() and "cuda" in state:
         torch.cuda.random.set_rng_state_all(state["cuda"])
+
+
+def resolve_checkpoint(resume_from_checkpoint: str | bool | None, output_dir: str) -> str | None:
+    """HF's rules: ``True`` → the newest ``checkpoint-N`` in ``output_dir``; a path must exist."""
+    if resume_from_checkpoint is None or resume_from_checkpoint is False:
+        return None
+    if resume_from_checkpoint is True:
+        last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+        if last is None:
+            raise ValueError(f"No valid checkpoint found in output directory ({output_dir})")
+        return last
+    if not os.path.isdir(resume_from_checkpoint):
+        raise ValueError(
+            f"Can't find a valid checkpoint at {resume_from_checkpoint}: `resume_from_checkpoint` must be a "
+            "checkpoint-N folder written by a Trainer, or True for the newest one in output_dir."
+        )
+    return str(resume_from_checkpoint)
+
+
+def metric_key(name: str) -> str:
+    """``metric_for_best_model`` as an eval metric key (HF adds the ``eval_`` prefix when missing)."""
+    return name if name.startswith("eval_") else f"eval_{name}"
+
+
+def update_best_metric(state: Any, args: Any, metrics: dict[str, float]) -> bool:
+    """HF ``_determine_best_metric``: a strict improvement of ``eval_<metric_for_best_model>`` becomes the best."""
+    name = args.metric_for_best_model
+    if name is None:
+        return False
+    key = metric_key(name)
+    if key not in metrics:
+        raise KeyError(
+            f"The `metric_for_best_model` training argument is set to '{key}', which is not found in the "
+            f"evaluation metrics. The available evaluation metrics are: {list(metrics.keys())}. Consider "
+            "changing the `metric_for_best_model` via the TrainingArguments."
+        )
+    value = metrics[key]
+    better = np.greater if args.greater_is_better else np.less
+    best = state.best_metric
+    if best is None:
+        best = float("-inf") if args.greater_is_better else float("inf")
+    if not better(value, best):
+        return False
+    state.best_metric = value
+    if args.save_strategy != "no":
+        state.best_global_step = state.global_step
+    return True

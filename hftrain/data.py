@@ -12,6 +12,7 @@ import collections
 import inspect
 import logging
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from functools import partial
 from itertools import islice
 from typing import Any
@@ -20,6 +21,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, SequentialSampler
 from transformers.data.data_collator import DataCollatorWithPadding, default_data_collator
 from transformers.trainer_utils import RemoveColumnsCollator, seed_worker
+
+from hftrain._distributed import ShardedBatchSampler, all_reduce_sum, env_world_size
 
 logger = logging.getLogger(__name__)
 
@@ -112,9 +115,22 @@ def build_dataloader(
         "prefetch_factor": args.dataloader_prefetch_factor,
         "in_order": args.dataloader_in_order,
     }
+    world = env_world_size()
+    if isinstance(dataset, IterableDataset) and world > 1:
+        raise ValueError(
+            "An IterableDataset with several processes is not supported by hftrain yet: shard it yourself per "
+            "rank (e.g. datasets' split_dataset_by_node) and pass a map-style dataset, or run one process."
+        )
     if not isinstance(dataset, IterableDataset):
-        params["sampler"] = _train_sampler(dataset, args) if is_training else SequentialSampler(dataset)
-        params["drop_last"] = args.dataloader_drop_last
+        sampler = _train_sampler(dataset, args) if is_training else SequentialSampler(dataset)
+        if world > 1:  # the same global batches as one process; this rank takes its slice of each
+            del params["batch_size"]
+            params["batch_sampler"] = ShardedBatchSampler(
+                sampler, batch_size, world, args.process_index, args.dataloader_drop_last, pad_empty=is_training
+            )
+        else:
+            params["sampler"] = sampler
+            params["drop_last"] = args.dataloader_drop_last
         if is_training:
             params["worker_init_fn"] = partial(
                 seed_worker, num_workers=args.dataloader_num_workers, rank=args.process_index
@@ -167,13 +183,15 @@ class AccumulationWindows:
         start_epoch: int = 0,
         skip_batches: int = 0,
         restore_rng: Callable[[], None] | None = None,
+        average_tokens_across_devices: bool = True,
     ) -> None:
         self.loader = loader
         self.accumulation_steps = accumulation_steps
         self.count_items = count_items
         self.epoch = start_epoch
-        self.windows: collections.deque[tuple[Any, int]] = collections.deque()
+        self.windows: collections.deque[WindowInfo] = collections.deque()
         self._skip, self._restore_rng = skip_batches, restore_rng
+        self.average_tokens_across_devices = average_tokens_across_devices
 
     @property
     def dataset(self) -> Any:
@@ -191,15 +209,48 @@ class AccumulationWindows:
         if restore is not None and not skip:
             restore()
             restore = None
+        slices = getattr(getattr(self.loader, "batch_sampler", None), "slices", None)  # when sharded
         batches = iter(skip_first_batches(self.loader, skip) if skip else self.loader)
         while window := list(islice(batches, self.accumulation_steps)):
             if restore is not None:
                 restore()
                 restore = None
-            num_items = self.count_items(window)
-            for batch in window:
-                self.windows.append((num_items, len(window)))
+            if slices is not None and skip:
+                for _ in range(skip):  # the skipped batches went through the sharded sampler too
+                    slices.popleft()
+                skip = 0
+            parts = [slices.popleft() if slices is not None else None for _ in window]
+            num_items = self._count(window, parts)
+            for batch, part in zip(window, parts):
+                self.windows.append(WindowInfo.of(num_items, len(window), part))
                 yield batch
+
+    def _count(self, window: list, parts: list) -> Any:
+        """The window's label tokens over all processes; stand-in rows (weight 0) count for nothing."""
+        if all(p is None for p in parts):
+            return self.count_items(window)
+        counts = [self.count_items([b]) for b in window]
+        if any(c is None for c in counts):
+            return None
+        local = sum(c * int(p.rows > 0) for c, p in zip(counts, parts))
+        if not self.average_tokens_across_devices:
+            return local  # HF: each rank normalises by its own tokens; DDP averages the ranks' means
+        return all_reduce_sum(local) / env_world_size()
+
+
+@dataclass(frozen=True, slots=True)
+class WindowInfo:
+    """What the module needs to normalise one micro-batch's loss as HF (and one process) would."""
+
+    num_items_in_batch: Any  # label tokens of the whole window, over all processes (None: not counted)
+    window_size: int  # micro-batches in this optimizer step
+    share: float = 1.0  # this rank's rows × world size / rows of the global batch (1 on one process)
+
+    @classmethod
+    def of(cls, num_items: Any, window_size: int, part: Any) -> WindowInfo:
+        if part is None:
+            return cls(num_items, window_size)
+        return cls(num_items, window_size, part.rows * env_world_size() / part.global_rows)
 
 
 def set_epoch(loader: Any, epoch: int) -> None:

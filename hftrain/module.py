@@ -15,6 +15,9 @@ import lightning as L
 import torch
 from typing_extensions import override
 
+from hftrain._loss import normalises_by_num_items
+from hftrain.data import WindowInfo
+
 if TYPE_CHECKING:
     from hftrain._evaluation import EvalCollector
     from hftrain.trainer import Trainer
@@ -39,6 +42,7 @@ class HFModule(L.LightningModule):
         self.windows: Any = None  # the train loader's AccumulationWindows, set per fit
         self.collector: EvalCollector | None = None
         self._scale_before_step: float | None = None
+        self._uses_num_items: bool | None = None
 
     @property
     def hf(self) -> Trainer:
@@ -56,13 +60,24 @@ class HFModule(L.LightningModule):
     @override
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         self.model.train()  # HF does this every step; `from_pretrained` models start in eval mode
-        num_items, window_size = self.windows.windows.popleft() if self.windows.windows else (None, 1)
-        loss = self.hf.compute_loss(self.model, batch, num_items_in_batch=num_items)
-        if not self.hf.loss_is_scaled(num_items):
-            loss = loss / window_size  # HF: the mean of the window's micro-batch means
+        info = self.windows.windows.popleft() if self.windows.windows else WindowInfo(None, 1)
+        loss = self.hf.compute_loss(self.model, batch, num_items_in_batch=info.num_items_in_batch)
+        if not self.hf.loss_is_scaled(info.num_items_in_batch):
+            # HF: the mean of the window's micro-batch means; across processes, each rank's share of the batch
+            loss = loss / info.window_size * info.share
+        elif info.share != 1.0 and not self._normalises_by_num_items(batch, info.num_items_in_batch):
+            loss = loss * info.share  # a mean that ignored num_items_in_batch: weight it like any mean
+        elif info.share == 0:
+            loss = loss * 0.0  # a stand-in row: takes part in the backward, contributes nothing
         self.hf.flow.record_loss(loss.detach())
         # Lightning divides every micro-batch loss by accumulate_grad_batches; HF's normalisation is done above
         return loss * self.trainer.accumulate_grad_batches
+
+    def _normalises_by_num_items(self, batch: Any, num_items: Any) -> bool:
+        """Probed once, only where it matters (several processes, a batch not split evenly)."""
+        if self._uses_num_items is None:
+            self._uses_num_items = num_items is not None and normalises_by_num_items(self.model, batch, num_items)
+        return self._uses_num_items
 
     @override
     def configure_gradient_clipping(

@@ -117,4 +117,3 @@ def is_metric_driven(scheduler: Any) -> bool:
     return isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) or type(scheduler).__name__ == "GreedyLR"
 
 
-OptimizerFactory = Callable[[], torch.optim.Optimizer]

@@ -10,10 +10,7 @@ HF's semantics live in small modules: data order and windows (:mod:`hftrain.data
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import logging
-import math
 import os
 import time
 import warnings
@@ -23,8 +20,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
-import numpy as np
+from lightning.pytorch.callbacks import ProgressBar
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
@@ -42,7 +38,6 @@ from transformers.trainer_utils import (
     PredictionOutput,
     TrainOutput,
     enable_full_determinism,
-    get_last_checkpoint,
     has_length,
     set_seed,
     speed_metrics,
@@ -50,11 +45,12 @@ from transformers.trainer_utils import (
 
 from hftrain import _loss, checkpointing, data, optim
 from hftrain._env import detect_env
-from hftrain._evaluation import EvalCollector, EvalRequest, EvalResult
+from hftrain._evaluation import EvalCollector, EvalRequest, EvalResult, add_speed_metrics
+from hftrain._lightning import build_lightning_trainer, quiet_lightning
 from hftrain._flow import HFFlow, disable_lightning_val_schedule, run_validation_now
 from hftrain._model_setup import apply_process_settings, enable_activation_checkpointing
 from hftrain._support import check_supported
-from hftrain._translate import TrainingPlan, lightning_trainer_kwargs, training_plan
+from hftrain._translate import TrainingPlan, training_plan
 from hftrain._trainer_checks import check_trainer_inputs, coerce_args, split_callbacks
 from hftrain.loggers import build_loggers, rewrite_logs
 from hftrain.module import HFModule
@@ -187,8 +183,7 @@ class Trainer:
         return _loss.compute_loss(
             model, inputs, contract=self.contract, label_smoother=self.label_smoother,
             compute_loss_func=self.compute_loss_func, num_items_in_batch=num_items_in_batch,
-            average_tokens_across_devices=self.args.average_tokens_across_devices,
-            world_size=self.args.world_size, return_outputs=return_outputs,
+            return_outputs=return_outputs,
         )
 
     def loss_is_scaled(self, num_items_in_batch: Any) -> bool:
@@ -295,7 +290,7 @@ class Trainer:
         ignore_keys_for_eval: list[str] | None = None,
     ) -> TrainOutput:
         args = self.args
-        checkpoint = _resolve_checkpoint(resume_from_checkpoint, args.output_dir)
+        checkpoint = checkpointing.resolve_checkpoint(resume_from_checkpoint, args.output_dir)
         if self.model_init is not None:
             set_seed(args.seed)
             self._bind_model(self.call_model_init(trial))
@@ -330,6 +325,7 @@ class Trainer:
         module.windows = data.AccumulationWindows(
             loader, args.gradient_accumulation_steps, self.count_items, start_epoch=epochs_trained,
             skip_batches=skip, restore_rng=partial(checkpointing.load_rng_state, checkpoint) if checkpoint else None,
+            average_tokens_across_devices=args.average_tokens_across_devices,
         )
         eval_loaders = self._in_training_eval_requests(ignore_keys_for_eval) if self.eval_dataset is not None else []
         self._eval_requests = [request for request, _ in eval_loaders]
@@ -362,14 +358,8 @@ class Trainer:
         return TrainOutput(self.state.global_step, train_loss, metrics)
 
     def _lightning_trainer(self, plan: TrainingPlan | None, callbacks: list[L.Callback]) -> L.Trainer:
-        plan = plan or TrainingPlan(1, 1, 1, 1, 0, 0)
-        kwargs = lightning_trainer_kwargs(self.args, detect_env(), plan)
-        # a Lightning callback of these kinds switches the matching Lightning feature back on
-        for flag, kind in (("enable_checkpointing", ModelCheckpoint), ("enable_progress_bar", ProgressBar),
-                           ("enable_model_summary", ModelSummary)):
-            kwargs[flag] = kwargs[flag] or any(isinstance(cb, kind) for cb in self.lightning_callbacks)
-        self.lightning_trainer = L.Trainer(
-            **kwargs, callbacks=[*callbacks, *self.lightning_callbacks], logger=self.loggers or False
+        self.lightning_trainer = build_lightning_trainer(
+            self.args, plan, [*callbacks, *self.lightning_callbacks], self.loggers
         )
         return self.lightning_trainer
 
@@ -380,11 +370,12 @@ class Trainer:
     def _in_training_eval_requests(self, ignore_keys: list[str] | None) -> list[tuple[EvalRequest, DataLoader]]:
         datasets = self.eval_dataset if isinstance(self.eval_dataset, dict) else {None: self.eval_dataset}
         loss_only = True if self.compute_metrics is None else self.args.prediction_loss_only
-        return [
+        runs = [
             (EvalRequest("eval" if name is None else f"eval_{name}", ds, loss_only, ignore_keys),
              self.get_eval_dataloader(ds))
             for name, ds in datasets.items()
         ]
+        return [(_with_slices(request, loader), loader) for request, loader in runs]
 
     def _collector(self, requests: list[EvalRequest]) -> EvalCollector:
         def on_batch() -> None:
@@ -394,18 +385,13 @@ class Trainer:
             requests, args=self.args, prediction_step=self.prediction_step,
             main_input_name=getattr(self.model, "main_input_name", "input_ids"),
             compute_metrics=self.compute_metrics, preprocess_logits_for_metrics=self.preprocess_logits_for_metrics,
-            on_batch=on_batch, losses_by_sample=self._loss_weighted_by_samples,
+            on_batch=on_batch, losses_by_sample=self._loss_weighted_by_samples, count_items=self.count_items,
         )
         self.lightning_module.collector = collector
         return collector
 
     def _report(self, result: EvalResult, log: bool) -> dict[str, float]:
-        metrics, n = result.output.metrics, result.output.num_samples
-        start = result.start_time
-        if f"{result.prefix}_model_preparation_time" in metrics:
-            start += metrics[f"{result.prefix}_model_preparation_time"]
-        total_batch_size = self.args.eval_batch_size * self.args.world_size
-        metrics.update(speed_metrics(result.prefix, start, num_samples=n, num_steps=math.ceil(n / total_batch_size)))
+        metrics = add_speed_metrics(result, self.args.eval_batch_size * self.args.world_size)
         if log:
             self.log(metrics)
             self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
@@ -420,7 +406,7 @@ class Trainer:
         for result in collector.results:
             metrics.update(self._report(result, log=True))
         if not skip_scheduler and optim.is_metric_driven(self.lr_scheduler):
-            self.lr_scheduler.step(metrics[_metric_key(self.args.metric_for_best_model)])
+            self.lr_scheduler.step(metrics[checkpointing.metric_key(self.args.metric_for_best_model)])
         return metrics
 
     def evaluate(
@@ -437,16 +423,18 @@ class Trainer:
             for name, ds in named
         ]
         metrics: dict[str, float] = {}
-        for result in self._run_standalone([r for r, _ in runs], [dl for _, dl in runs], predict=False):
+        requests = [_with_slices(request, loader) for request, loader in runs]
+        for result in self._run_standalone(requests, [dl for _, dl in runs], predict=False):
             metrics.update(self._report(result, log=True))
         return metrics
 
     def predict(
         self, test_dataset: Any, ignore_keys: list[str] | None = None, metric_key_prefix: str = "test"
     ) -> PredictionOutput:
-        request = EvalRequest(metric_key_prefix, test_dataset, self.args.prediction_loss_only, ignore_keys,
-                              is_prediction=True)
-        (result,) = self._run_standalone([request], [self.get_test_dataloader(test_dataset)], predict=True)
+        loader = self.get_test_dataloader(test_dataset)
+        request = _with_slices(EvalRequest(metric_key_prefix, test_dataset, self.args.prediction_loss_only,
+                                           ignore_keys, is_prediction=True), loader)
+        (result,) = self._run_standalone([request], [loader], predict=True)
         metrics = self._report(result, log=False)
         self.control = self.callback_handler.on_predict(self.args, self.state, self.control, metrics)
         return PredictionOutput(result.output.predictions, result.output.label_ids, metrics)
@@ -476,27 +464,7 @@ class Trainer:
 
     def determine_best_metric(self, metrics: dict[str, float]) -> bool:
         """HF ``_determine_best_metric``: strict improvement of ``eval_<metric_for_best_model>``."""
-        name = self.args.metric_for_best_model
-        if name is None:
-            return False
-        key = _metric_key(name)
-        if key not in metrics:
-            raise KeyError(
-                f"The `metric_for_best_model` training argument is set to '{key}', which is not found in the "
-                f"evaluation metrics. The available evaluation metrics are: {list(metrics.keys())}. Consider "
-                "changing the `metric_for_best_model` via the TrainingArguments."
-            )
-        value = metrics[key]
-        better = np.greater if self.args.greater_is_better else np.less
-        best = self.state.best_metric
-        if best is None:
-            best = float("-inf") if self.args.greater_is_better else float("inf")
-        if better(value, best):
-            self.state.best_metric = value
-            if self.args.save_strategy != "no":
-                self.state.best_global_step = self.state.global_step
-            return True
-        return False
+        return checkpointing.update_best_metric(self.state, self.args, metrics)
 
     # ---- saving and logging ----------------------------------------------------------------------------------
     def save_checkpoint(self) -> str:
@@ -550,46 +518,11 @@ class Trainer:
         return self.args.process_index == 0
 
 
-@contextlib.contextmanager
-def quiet_lightning():
-    """Lightning's INFO banners ("GPU available", tips, "fit stopped") are not part of an HF run's output."""
-    logger = logging.getLogger("lightning.pytorch")
-    level = logger.level
-    logger.setLevel(max(level, logging.WARNING))
-    try:
-        with warnings.catch_warnings():
-            for message in _LIGHTNING_NOISE:
-                warnings.filterwarnings("ignore", message=message)
-            yield
-    finally:
-        logger.setLevel(level)
+def _with_slices(request: EvalRequest, loader: DataLoader) -> EvalRequest:
+    return replace(request, slices=getattr(loader.batch_sampler, "slices", None))
 
 
-# Lightning warnings about choices hftrain makes on purpose (HF semantics), not about the user's code
-_LIGHTNING_NOISE = (
-    ".*predict returned None.*",  # predictions are collected HF-style, not returned per step
-    ".*does not have many workers.*",  # HF's dataloader_num_workers default is 0
-    ".*You defined a `validation_step` but have no `val_dataloader`.*",
-    ".*module\\(s\\) in eval mode.*",  # HF switches the model to train mode at every step
-)
 
 
-def _metric_key(name: str) -> str:
-    return name if name.startswith("eval_") else f"eval_{name}"
 
 
-def _resolve_checkpoint(resume_from_checkpoint: str | bool | None, output_dir: str) -> str | None:
-    """HF's rules: ``True`` → the newest ``checkpoint-N`` in ``output_dir``; a path must exist."""
-    if resume_from_checkpoint is None or resume_from_checkpoint is False:
-        return None
-    if resume_from_checkpoint is True:
-        last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
-        if last is None:
-            raise ValueError(f"No valid checkpoint found in output directory ({output_dir})")
-        return last
-    if not os.path.isdir(resume_from_checkpoint):
-        raise ValueError(
-            f"Can't find a valid checkpoint at {resume_from_checkpoint}: `resume_from_checkpoint` must be a "
-            "checkpoint-N folder written by a Trainer, or True for the newest one in output_dir."
-        )
-    return str(resume_from_checkpoint)

@@ -7,7 +7,6 @@ import copy
 
 import numpy as np
 import pytest
-import torch
 import transformers
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score

@@ -82,5 +82,22 @@ def test_windows_count_items_over_the_whole_window():
     seen = []
     for batch in windows:
         seen.append(windows.windows.popleft())
-    assert [(int(n), size) for n, size in seen] == [(3, 2), (3, 2), (3, 1)]
+    assert [(int(w.num_items_in_batch), w.window_size, w.share) for w in seen] == [(3, 2, 1), (3, 2, 1), (3, 1, 1)]
     assert count_label_items(batches[:1], shift_labels=True) == 1  # labels[..., 1:] for causal LMs
+
+
+def test_sharded_batches_are_slices_of_the_single_process_batches():
+    from hftrain._distributed import ShardedBatchSampler
+
+    order = list(range(11))
+    single = [order[i : i + 4] for i in range(0, 11, 4)]
+    ranks = [list(ShardedBatchSampler(order, 2, 2, r, drop_last=False, pad_empty=True)) for r in (0, 1)]
+    for step, batch in enumerate(single):
+        assert sorted(ranks[0][step] + ranks[1][step]) == batch or len(batch) < 2
+    # the last global batch has 3 rows: 2 on rank 0, 1 on rank 1, with their shares of the loss
+    sampler = ShardedBatchSampler(order, 2, 2, 1, drop_last=False, pad_empty=True)
+    list(sampler)
+    assert [(s.rows, s.global_rows) for s in sampler.slices] == [(2, 4), (2, 4), (1, 3)]
+    # a short batch smaller than the world: the empty rank trains on a stand-in row with weight 0
+    lonely = ShardedBatchSampler(list(range(5)), 2, 2, 1, drop_last=False, pad_empty=True)
+    assert list(lonely)[-1] == [4] and lonely.slices[-1].rows == 0

@@ -39,12 +39,12 @@ MAPPED = _names(
     "dataloader_multiprocessing_context, dataloader_in_order, remove_unused_columns, label_names, "
     "train_sampling_strategy, do_train, do_eval, do_predict, resume_from_checkpoint, local_rank, ignore_data_skip, "
     "predict_with_generate, generation_max_length, generation_num_beams, generation_config, bf16_full_eval, "
-    "fp16_full_eval, batch_eval_metrics"
+    "fp16_full_eval, batch_eval_metrics, run_name, ddp_find_unused_parameters, ddp_bucket_cap_mb, "
+    "ddp_broadcast_buffers, ddp_static_graph, ddp_backend, ddp_timeout"
 )
 IGNORED = _names(
-    "sortish_sampler, run_name, project, trackio_space_id, trackio_bucket_id, trackio_static_space_id, "
-    "log_on_each_node, save_on_each_node, eval_use_gather_object, ddp_find_unused_parameters, ddp_bucket_cap_mb, "
-    "ddp_broadcast_buffers, ddp_static_graph, ddp_backend, ddp_timeout, torch_compile, torch_compile_backend, "
+    "sortish_sampler, project, trackio_space_id, trackio_bucket_id, trackio_static_space_id, "
+    "log_on_each_node, save_on_each_node, eval_use_gather_object, torch_compile, torch_compile_backend, "
     "torch_compile_mode, torch_empty_cache_steps, skip_memory_metrics, hub_token, hub_private_repo, hub_model_id, "
     "hub_strategy, hub_always_push, hub_revision, length_column_name"
 )
@@ -92,8 +92,8 @@ def test_defaults_are_silent(cls):
     ("kwargs", "field"),
     [
         ({"hub_token": "secret"}, "hub_token"),
-        ({"run_name": "exp"}, "run_name"),
-        ({"ddp_timeout": 60}, "ddp_timeout"),
+        ({"project": "exp"}, "project"),
+        ({"eval_use_gather_object": True}, "eval_use_gather_object"),
         ({"torch_empty_cache_steps": 5}, "torch_empty_cache_steps"),
         ({"length_column_name": "n"}, "length_column_name"),
         ({"log_on_each_node": False}, "log_on_each_node"),

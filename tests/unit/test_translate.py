@@ -71,3 +71,18 @@ def test_lightning_trainer_kwargs(kwargs, env, expected):
     result = lightning_trainer_kwargs(args, env, plan)
     assert {k: result[k] for k in expected} == expected
     assert result["default_root_dir"] == "out"
+
+
+def test_several_processes_map_hf_ddp_options_to_a_ddp_strategy():
+    from datetime import timedelta
+
+    from lightning.pytorch.strategies import DDPStrategy
+
+    args = TrainingArguments("out", ddp_timeout=60, ddp_bucket_cap_mb=10, ddp_broadcast_buffers=False)
+    result = lightning_trainer_kwargs(args, Env(world_size=4, local_world_size=2), TrainingPlan(9, 3, 3, 5, 10, 30.0))
+    strategy = result["strategy"]
+    assert isinstance(strategy, DDPStrategy)
+    assert (result["devices"], result["num_nodes"]) == (2, 2)
+    assert strategy._process_group_backend == "gloo" and strategy._timeout == timedelta(seconds=60)
+    assert strategy._ddp_kwargs == {"find_unused_parameters": True, "bucket_cap_mb": 10, "broadcast_buffers": False}
+    assert lightning_trainer_kwargs(args, CPU, TrainingPlan(9, 3, 3, 5, 10, 30.0))["strategy"] == "auto"
