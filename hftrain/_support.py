@@ -133,7 +133,7 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
     # -- Ignored
     "sortish_sampler": Ignored("dead in transformers 5.24 too: declared but never read"),
     "run_name": Mapped("the version (run) name of report_to's Lightning loggers"),
-    "project": _TRACKER,
+    "project": Mapped("experiment/project name of the mlflow and wandb loggers"),
     "trackio_space_id": _TRACKER,
     "trackio_bucket_id": _TRACKER,
     "trackio_static_space_id": _TRACKER,

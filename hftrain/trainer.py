@@ -127,7 +127,7 @@ class Trainer:
         )
         if not any(isinstance(cb, ProgressBar) for cb in self.lightning_callbacks):  # else Lightning's bar shows
             self.callback_handler.add_callback(PrinterCallback if args.disable_tqdm else ProgressCallback)
-        self.loggers = [*build_loggers(args.report_to, args.output_dir, args.run_name), *user_loggers]
+        self.loggers = [*build_loggers(args.report_to, args.output_dir, args.run_name, args.project), *user_loggers]
         if args.should_save:
             os.makedirs(args.output_dir, exist_ok=True)
         self.control = TrainerControl()

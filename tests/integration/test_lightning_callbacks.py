@@ -83,3 +83,28 @@ def test_report_to_tensorboard_writes_hf_names_at_hf_steps(tmp_path):
     assert [e.step for e in events.Scalars("train/loss")] == [1, 2, 3, 4]
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert [e.value for e in events.Scalars("train/loss")] == pytest.approx(losses)
+
+
+def test_report_to_mlflow_writes_a_local_store(tmp_path):
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    trainer = _trainer(tmp_path, [], report_to="mlflow", run_name="run1", num_train_epochs=1)
+    trainer.train()
+    client = MlflowClient(tracking_uri=(tmp_path / "out" / "mlruns").resolve().as_uri())  # a file store
+    (experiment,) = [e for e in client.search_experiments() if e.name == "huggingface"]
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.info.run_name == "run1"
+    history = client.get_metric_history(run.info.run_id, "train/loss")
+    assert [m.step for m in history] == [1, 2, 3, 4]
+    assert "eval/accuracy" in run.data.metrics
+
+
+def test_unknown_or_missing_logger_packages_are_clear_errors(tmp_path, monkeypatch):
+    from hftrain import loggers
+
+    with pytest.raises(ValueError, match="comet_ml.*not supported by hftrain yet"):
+        loggers.build_loggers(["comet_ml"], str(tmp_path))
+    monkeypatch.setattr(loggers.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ValueError, match="pip install wandb"):
+        loggers.build_loggers(["wandb"], str(tmp_path))

@@ -40,10 +40,10 @@ MAPPED = _names(
     "train_sampling_strategy, do_train, do_eval, do_predict, resume_from_checkpoint, local_rank, ignore_data_skip, "
     "predict_with_generate, generation_max_length, generation_num_beams, generation_config, bf16_full_eval, "
     "fp16_full_eval, batch_eval_metrics, run_name, ddp_find_unused_parameters, ddp_bucket_cap_mb, "
-    "ddp_broadcast_buffers, ddp_static_graph, ddp_backend, ddp_timeout"
+    "ddp_broadcast_buffers, ddp_static_graph, ddp_backend, ddp_timeout, project"
 )
 IGNORED = _names(
-    "sortish_sampler, project, trackio_space_id, trackio_bucket_id, trackio_static_space_id, "
+    "sortish_sampler, trackio_space_id, trackio_bucket_id, trackio_static_space_id, "
     "log_on_each_node, save_on_each_node, eval_use_gather_object, torch_compile, torch_compile_backend, "
     "torch_compile_mode, torch_empty_cache_steps, skip_memory_metrics, hub_token, hub_private_repo, hub_model_id, "
     "hub_strategy, hub_always_push, hub_revision, length_column_name"
@@ -92,7 +92,7 @@ def test_defaults_are_silent(cls):
     ("kwargs", "field"),
     [
         ({"hub_token": "secret"}, "hub_token"),
-        ({"project": "exp"}, "project"),
+        ({"trackio_space_id": "exp"}, "trackio_space_id"),
         ({"eval_use_gather_object": True}, "eval_use_gather_object"),
         ({"torch_empty_cache_steps": 5}, "torch_empty_cache_steps"),
         ({"length_column_name": "n"}, "length_column_name"),
