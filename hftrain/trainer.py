@@ -14,7 +14,7 @@ import inspect
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -208,7 +208,7 @@ class Trainer:
 
     def floating_point_ops(self, inputs: dict[str, Any]) -> int:
         main_input = getattr(self.model, "main_input_name", "input_ids")
-        if isinstance(inputs, dict) and main_input in inputs and hasattr(self.model, "num_parameters"):
+        if isinstance(inputs, Mapping) and main_input in inputs and hasattr(self.model, "num_parameters"):
             return 6 * inputs[main_input].numel() * self.model.num_parameters(exclude_embeddings=True)
         return 0
 

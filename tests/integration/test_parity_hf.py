@@ -50,6 +50,7 @@ def test_classifier_accumulation_warmup_cosine_decay_clipping(tmp_path):
     assert ours["output"].global_step == hf["output"].global_step == 4
     assert ours["output"].training_loss == pytest.approx(hf["output"].training_loss, rel=1e-4)
     assert set(ours["output"].metrics) == set(hf["output"].metrics)
+    assert ours["trainer"].state.total_flos == hf["trainer"].state.total_flos > 0
     assert_same_parameters(hf["trainer"].model, ours["trainer"].model)
 
     # the first update of a warmup runs at LR 0 and is logged as such (HF §4.4)
