@@ -145,6 +145,22 @@ def check_resumable(checkpoint_dir: str) -> None:
             f"Cannot resume from {checkpoint_dir}: missing {', '.join(missing)}. It is not a complete checkpoint "
             "written by hftrain/transformers (an interrupted save never leaves one under this name)."
         )
+    written_by = saved_world_size(checkpoint_dir)
+    if written_by is not None and written_by != world_size():
+        raise ValueError(
+            f"{checkpoint_dir} was written by {written_by} process(es) and this run has {world_size()}: the data "
+            "position carries over, but each process's random state cannot, so the resume would not be exact. "
+            f"Resume with {written_by} process(es), or delete its rng_state*.pth files to accept a non-exact resume."
+        )
+
+
+def saved_world_size(checkpoint_dir: str) -> int | None:
+    """How many processes wrote a checkpoint, read from its RNG files (None when it has none)."""
+    names = os.listdir(checkpoint_dir)
+    if "rng_state.pth" in names:
+        return 1
+    per_rank = [n for n in names if n.startswith("rng_state_") and n.endswith(".pth")]
+    return len(per_rank) or None
 
 
 def load_trainer_state(checkpoint_dir: str, state_cls: Any) -> Any:

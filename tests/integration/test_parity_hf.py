@@ -108,3 +108,19 @@ def test_dropout_same_data_order_and_rng_stream(tmp_path):
     assert len(our_evals) == 2
     assert_histories_match(hf_evals, our_evals, ("eval_loss", "epoch"))
     assert_same_parameters(hf["trainer"].model, ours["trainer"].model)
+
+
+def test_eval_on_start_and_eval_delay_match_transformers(tmp_path):
+    model = tiny_bert_classifier()
+    runs = run_both(
+        model,
+        dict(per_device_train_batch_size=4, max_steps=6, learning_rate=1e-3, logging_steps=2, eval_strategy="steps",
+             eval_steps=2, eval_delay=3, eval_on_start=True, save_strategy="no", seed=2),
+        str(tmp_path), train_dataset=classification_rows(16), eval_dataset=classification_rows(8, seed=1),
+        compute_metrics=accuracy,
+    )
+    hf_evals = [h for h in runs["hf"]["history"] if "eval_loss" in h]
+    our_evals = [h for h in runs["ours"]["history"] if "eval_loss" in h]
+    assert [h["step"] for h in our_evals] == [h["step"] for h in hf_evals] == [0, 4, 6]
+    assert_histories_match(hf_evals, our_evals, ("eval_loss", "eval_accuracy", "epoch"))
+    assert_histories_match(step_logs(runs["hf"]["history"]), step_logs(runs["ours"]["history"]), STEP_KEYS)

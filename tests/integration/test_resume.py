@@ -115,3 +115,14 @@ def test_checkpoint_loads_with_from_pretrained(tmp_path):
     trainer.train()
     model = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "out" / "checkpoint-1"))
     torch.testing.assert_close(model.classifier.weight, trainer.model.classifier.weight)
+
+
+def test_resuming_with_another_number_of_processes_is_refused(tmp_path):
+    trainer = Trainer(tiny_bert_classifier(), _args(tmp_path, max_steps=1), train_dataset=classification_rows(8))
+    trainer.train()
+    ckpt = tmp_path / "out" / "checkpoint-1"
+    (ckpt / "rng_state.pth").rename(ckpt / "rng_state_0.pth")  # as if 2 processes had written it
+    (ckpt / "rng_state_1.pth").write_bytes((ckpt / "rng_state_0.pth").read_bytes())
+    with pytest.raises(ValueError, match="written by 2 process.*this run has 1"):
+        Trainer(tiny_bert_classifier(), _args(tmp_path, max_steps=2),
+                train_dataset=classification_rows(8)).train(resume_from_checkpoint=str(ckpt))
