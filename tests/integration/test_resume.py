@@ -25,12 +25,19 @@ def _run(*argv: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The reference run, trained once for every kill point."""
+    out = tmp_path_factory.mktemp("full")
+    full = _run(str(out / "run"), "0", "", str(out / "full.pt"))
+    assert full.returncode == 0, full.stderr[-3000:]
+    return out / "full.pt"
+
+
 # 4 steps per epoch, a checkpoint every 2 steps: dying at 3 resumes from checkpoint-2 in the first epoch, at 7
 # from checkpoint-6 in the middle of the second (sampler epoch, skipped batches and RNG all restored)
 @pytest.mark.parametrize("die_at", [3, 7])
-def test_killed_run_resumes_to_identical_weights(tmp_path, die_at):
-    full = _run(str(tmp_path / "full"), "0", "", str(tmp_path / "full.pt"))
-    assert full.returncode == 0, full.stderr[-3000:]
+def test_killed_run_resumes_to_identical_weights(tmp_path, die_at, uninterrupted):
     killed = _run(str(tmp_path / "run"), str(die_at), "", str(tmp_path / "never.pt"))
     assert killed.returncode == 17, killed.stderr[-3000:]
     assert not (tmp_path / "never.pt").exists()
@@ -38,10 +45,10 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, die_at):
     resumed = _run(str(tmp_path / "run"), "0", "last", str(tmp_path / "resumed.pt"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
-    expected, actual = torch.load(tmp_path / "full.pt"), torch.load(tmp_path / "resumed.pt")
+    expected, actual = torch.load(uninterrupted), torch.load(tmp_path / "resumed.pt")
     for key in expected:
         assert torch.equal(expected[key], actual[key]), key  # bitwise, not approximately
-    full_logs = torch.load(str(tmp_path / "full.pt") + ".logs")
+    full_logs = torch.load(str(uninterrupted) + ".logs")
     resumed_logs = torch.load(str(tmp_path / "resumed.pt") + ".logs")
     assert [h["step"] for h in resumed_logs] == [h["step"] for h in full_logs]  # the history continues
     assert resumed_logs[-1]["loss"] == full_logs[-1]["loss"]
