@@ -37,7 +37,7 @@ class HFFlow(L.Callback):
         self.total_loss = 0.0
         self.last_logged = hf.state.global_step
         self.initial_global_step = hf.state.global_step
-        self.grad_norm: float | None = None
+        self.grad_norm: torch.Tensor | None = None  # read (.item(), a device sync) only when logged, as HF
         self.learning_rate: float | None = None
         self.epoch_stopped = False
         self._epoch = 0
@@ -55,7 +55,7 @@ class HFFlow(L.Callback):
 
     def record_step(self, grad_norm: torch.Tensor, learning_rate: float) -> None:
         """The pre-clip norm and the LR of the optimizer step about to happen; fires ``on_pre_optimizer_step``."""
-        self.grad_norm = grad_norm.item()
+        self.grad_norm = grad_norm.detach()
         self.learning_rate = learning_rate
         self._event("on_pre_optimizer_step")
 
@@ -114,7 +114,7 @@ class HFFlow(L.Callback):
             self.tr_loss.zero_()
             logs: dict[str, float] = {"loss": tr_loss / (state.global_step - self.last_logged)}
             if self.grad_norm is not None:
-                logs["grad_norm"] = self.grad_norm
+                logs["grad_norm"] = self.grad_norm.item()
             logs["learning_rate"] = self.learning_rate if self.learning_rate is not None else hf.current_learning_rate()
             self.total_loss += tr_loss
             self.last_logged = state.global_step

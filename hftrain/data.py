@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import inspect
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -152,11 +153,9 @@ def _train_sampler(dataset: Dataset, args: Any) -> Sampler[int]:
 
 
 def _is_hf_dataset(dataset: Any) -> bool:
-    try:
-        import datasets
-    except ImportError:  # pragma: no cover - datasets is a dependency
-        return False
-    return isinstance(dataset, datasets.Dataset)
+    # a datasets.Dataset means `datasets` is imported already; importing it for a torch Dataset costs seconds
+    datasets = sys.modules.get("datasets")
+    return datasets is not None and isinstance(dataset, datasets.Dataset)
 
 
 class AccumulationWindows:

@@ -71,7 +71,8 @@ class HFModule(L.LightningModule):
             loss = loss * 0.0  # a stand-in row: takes part in the backward, contributes nothing
         self.hf.flow.record_loss(loss.detach())
         # Lightning divides every micro-batch loss by accumulate_grad_batches; HF's normalisation is done above
-        return loss * self.trainer.accumulate_grad_batches
+        k = self.trainer.accumulate_grad_batches
+        return loss * k if k != 1 else loss
 
     def _normalises_by_num_items(self, batch: Any, num_items: Any) -> bool:
         """Probed once, only where it matters (several processes, a batch not split evenly)."""

@@ -134,6 +134,7 @@ class Trainer:
         self.state = self._new_state()
         self.current_flos = 0.0
         self.hp_name, self._trial, self._resume_from = None, None, None
+        self._flos_model, self._flos_params = None, 0
         self.is_in_train = False
         self.lightning_trainer: L.Trainer | None = None
         self.flow: HFFlow | None = None
@@ -207,9 +208,12 @@ class Trainer:
         )
 
     def floating_point_ops(self, inputs: dict[str, Any]) -> int:
+        """HF's estimate: 6 × input tokens × non-embedding parameters (counted once per model)."""
         main_input = getattr(self.model, "main_input_name", "input_ids")
         if isinstance(inputs, Mapping) and main_input in inputs and hasattr(self.model, "num_parameters"):
-            return 6 * inputs[main_input].numel() * self.model.num_parameters(exclude_embeddings=True)
+            if self._flos_model is not self.model:
+                self._flos_model, self._flos_params = self.model, self.model.num_parameters(exclude_embeddings=True)
+            return 6 * inputs[main_input].numel() * self._flos_params
         return 0
 
     def store_flos(self) -> None:
