@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ModelSummary, ProgressBar
 
 from hftrain._env import detect_env
 from hftrain._translate import TrainingPlan, lightning_trainer_kwargs
@@ -22,6 +22,12 @@ def build_lightning_trainer(args: Any, plan: TrainingPlan | None, callbacks: lis
     """``lightning.Trainer`` from the translated arguments; a Lightning checkpoint, progress-bar or summary callback
     among ``callbacks`` switches the matching Lightning feature back on."""
     kwargs = lightning_trainer_kwargs(args, detect_env(), plan or _NO_TRAINING)
+    for cb in callbacks:
+        # hftrain evaluates where HF does (mid-epoch too): check on every validation, not at train-epoch end
+        if isinstance(cb, ModelCheckpoint) and cb._save_on_train_epoch_end is None:
+            cb._save_on_train_epoch_end = False
+        if isinstance(cb, EarlyStopping) and cb._check_on_train_epoch_end is None:
+            cb._check_on_train_epoch_end = False
     for flag, kind in (("enable_checkpointing", ModelCheckpoint), ("enable_progress_bar", ProgressBar),
                        ("enable_model_summary", ModelSummary)):
         kwargs[flag] = kwargs[flag] or any(isinstance(cb, kind) for cb in callbacks)

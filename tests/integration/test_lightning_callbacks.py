@@ -33,6 +33,13 @@ def _trainer(tmp_path, callbacks, **kwargs):
                    eval_dataset=classification_rows(8, seed=1), compute_metrics=accuracy, callbacks=callbacks)
 
 
+def test_model_checkpoint_sees_mid_epoch_evaluations(tmp_path):
+    checkpoint = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), monitor="eval_loss", mode="min", save_top_k=-1)
+    trainer = _trainer(tmp_path, [checkpoint], eval_strategy="steps", eval_steps=1, num_train_epochs=1)
+    trainer.train()
+    assert len(os.listdir(tmp_path / "ckpt")) == 4  # one per evaluation, not one per epoch
+
+
 def test_model_checkpoint_and_early_stopping_monitor_hf_metric_names(tmp_path):
     checkpoint = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), monitor="eval_loss", mode="min", save_top_k=1)
     stop = EarlyStopping(monitor="eval_accuracy", mode="max", patience=0, min_delta=1.0)  # stops at the 2nd eval
