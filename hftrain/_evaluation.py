@@ -279,8 +279,8 @@ def _as_tensors(value: Any) -> Any:
 
 
 def add_speed_metrics(result: EvalResult, total_batch_size: int) -> dict[str, Any]:
-    """HF's ``<prefix>_runtime / _samples_per_second / _steps_per_second`` (preparation time not counted)."""
+    """HF's ``<prefix>_runtime / _samples_per_second / _steps_per_second``. The pass's clock starts at its first
+    batch, after any preparation, so (unlike HF's) it needs no preparation time subtracted."""
     metrics, n = result.output.metrics, result.output.num_samples
-    start = result.start_time + metrics.get(f"{result.prefix}_model_preparation_time", 0)
-    metrics.update(speed_metrics(result.prefix, start, num_samples=n, num_steps=math.ceil(n / total_batch_size)))
+    metrics.update(speed_metrics(result.prefix, result.start_time, num_samples=n, num_steps=math.ceil(n / total_batch_size)))
     return metrics

@@ -472,6 +472,7 @@ class Trainer:
 
     # ---- saving and logging ----------------------------------------------------------------------------------
     def save_checkpoint(self) -> str:
+        self.store_flos()  # HF: trainer_state.json carries the FLOs so far
         best_step = self.state.best_global_step
         if best_step is not None:
             best_dir = os.path.join(self.args.output_dir, f"checkpoint-{best_step}")

@@ -46,10 +46,12 @@ def test_train_evaluate_predict_outputs_and_files(tmp_path):
             "trainer_state.json", "training_args.bin"} <= files
     state = json.loads((tmp_path / "out" / "checkpoint-8" / "trainer_state.json").read_text())
     assert state["global_step"] == 8 and state["log_history"][-1]["step"] == 8
+    assert state["total_flos"] > 0
     assert hftrain.trainer_utils.get_last_checkpoint(str(tmp_path / "out")).endswith("checkpoint-8")
 
     metrics = trainer.evaluate()
     assert list(metrics)[:2] == ["eval_loss", "eval_accuracy"]
+    assert metrics["eval_runtime"] >= 0 and trainer.evaluate()["eval_runtime"] >= 0
     assert {"eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "epoch"} <= set(metrics)
     prediction = trainer.predict(evald)
     assert prediction.predictions.shape == (10, 3) and prediction.label_ids.shape == (10,)
