@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import collections
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -47,11 +46,6 @@ def rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
-def env_world_size() -> int:
-    """Processes of the launch (torchrun / SLURM / a test's ranks), before any process group exists."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
 class ShardedBatchSampler(Sampler[list[int]]):
     """Global batches of ``batch_size × world`` from ``sampler``; this rank's contiguous slice of each.
 
@@ -74,6 +68,8 @@ class ShardedBatchSampler(Sampler[list[int]]):
             self.sampler.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[list[int]]:
+        # a loader built before Lightning started the processes (fork / spawn) learns its rank here
+        rank_now = rank() if world_size() == self.world > 1 else self.rank
         self.slices.clear()
         order = list(self.sampler)
         step = self.rank_batch_size * self.world
@@ -82,10 +78,10 @@ class ShardedBatchSampler(Sampler[list[int]]):
             if len(batch) < step and self.drop_incomplete:
                 return
             per_rank = math.ceil(len(batch) / self.world)
-            mine = batch[self.rank * per_rank : (self.rank + 1) * per_rank]
+            mine = batch[rank_now * per_rank : (rank_now + 1) * per_rank]
             if not mine and not self.pad_empty:
                 continue
-            self.slices.append(Slice(start + self.rank * per_rank, len(mine), len(batch), start // step))
+            self.slices.append(Slice(start + rank_now * per_rank, len(mine), len(batch), start // step))
             yield mine or batch[:1]
 
     def __len__(self) -> int:

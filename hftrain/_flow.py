@@ -42,6 +42,7 @@ class HFFlow(L.Callback):
         self.epoch_stopped = False
         self._epoch = 0
         self._steps_seen = 0
+        self.final_train_loss: float | None = None
 
     # ---- called by HFModule ------------------------------------------------------------------------------------
     def record_loss(self, loss: torch.Tensor) -> None:
@@ -128,6 +129,11 @@ class HFFlow(L.Callback):
         if hf.control.should_save:
             hf.save_checkpoint()
             self._event("on_save")
+
+    @override
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # in every worker process: a spawned / forked worker's loss goes back to the caller with its state
+        self.final_train_loss = self.train_loss()
 
     def train_loss(self) -> float:
         """HF's ``train_loss``: the mean step loss of this ``train()`` call."""

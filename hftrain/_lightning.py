@@ -10,6 +10,8 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ModelSummary, ProgressBar
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+from typing_extensions import override
 
 from hftrain._env import detect_env
 from hftrain._translate import TrainingPlan, lightning_trainer_kwargs
@@ -18,10 +20,14 @@ from hftrain._translate import TrainingPlan, lightning_trainer_kwargs
 _NO_TRAINING = TrainingPlan(1, 1, 1, 1, 0, 0)
 
 
-def build_lightning_trainer(args: Any, plan: TrainingPlan | None, callbacks: list[L.Callback], loggers: list) -> L.Trainer:
+def build_lightning_trainer(
+    args: Any, plan: TrainingPlan | None, callbacks: list[L.Callback], loggers: list, hidden_size: int | None = None
+) -> L.Trainer:
     """``lightning.Trainer`` from the translated arguments; a Lightning checkpoint, progress-bar or summary callback
     among ``callbacks`` switches the matching Lightning feature back on."""
-    kwargs = lightning_trainer_kwargs(args, detect_env(), plan or _NO_TRAINING)
+    from lightning.fabric.utilities.imports import _IS_INTERACTIVE
+
+    kwargs = lightning_trainer_kwargs(args, detect_env(), plan or _NO_TRAINING, _IS_INTERACTIVE, hidden_size)
     for cb in callbacks:
         # hftrain evaluates where HF does (mid-epoch too): check on every validation, not at train-epoch end
         if isinstance(cb, ModelCheckpoint) and cb._save_on_train_epoch_end is None:
@@ -31,7 +37,25 @@ def build_lightning_trainer(args: Any, plan: TrainingPlan | None, callbacks: lis
     for flag, kind in (("enable_checkpointing", ModelCheckpoint), ("enable_progress_bar", ProgressBar),
                        ("enable_model_summary", ModelSummary)):
         kwargs[flag] = kwargs[flag] or any(isinstance(cb, kind) for cb in callbacks)
-    return L.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False)
+    trainer = L.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False)
+    if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+        trainer.strategy.launcher.__class__ = _ResultCarryingLauncher
+    return trainer
+
+
+class _ResultCarryingLauncher(_MultiProcessingLauncher):
+    """Spawned / forked workers (``ddp_spawn``, ``ddp_notebook``) send the hftrain Trainer's results (state,
+    train loss, evaluation outputs) back to the process that called ``train()``/``evaluate()``, with the weights
+    Lightning already returns. Defined at module level so that ``spawn`` can pickle it."""
+
+    @override
+    def get_extra_results(self, trainer: L.Trainer) -> dict[str, Any]:
+        return {**super().get_extra_results(trainer), "hftrain": trainer.lightning_module.hf.results_for_main_process()}
+
+    @override
+    def update_main_process_results(self, trainer: L.Trainer, extra: dict[str, Any]) -> None:
+        super().update_main_process_results(trainer, extra)
+        trainer.lightning_module.hf.receive_worker_results(extra["hftrain"])
 
 
 @contextlib.contextmanager

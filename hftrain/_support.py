@@ -44,7 +44,6 @@ _TRACKER = Ignored("tracker metadata; hftrain's loggers do not read it")
 _SINGLE_PROCESS = Ignored("one node; hftrain gathers evaluation results itself")
 _COMPILE = Ignored("hftrain runs the model eagerly")
 _HUB = Ignored("only used with push_to_hub, which hftrain does not support")
-_STRATEGY = Unsupported("distributed strategies land in a later issue")
 
 FIELD_SUPPORT: dict[str, FieldSupport] = {
     # -- output, length, batching
@@ -113,6 +112,9 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
     "data_seed": Mapped("train sampler generator seed"),
     "full_determinism": Mapped("transformers.enable_full_determinism(seed) instead of set_seed"),
     "use_cpu": Mapped("lightning.Trainer(accelerator='cpu')"),
+    "fsdp": Mapped("FSDP2: ModelParallelStrategy + fully_shard per layer (hftrain/_sharding.py); version 1: FSDPStrategy"),
+    "fsdp_config": Mapped("layers to shard, min_num_params, reshard_after_forward, cpu_offload, version"),
+    "deepspeed": Mapped("DeepSpeedStrategy with HF's \"auto\" values filled (hftrain/_deepspeed_xla.py)"),
     # -- data
     "dataloader_drop_last": Mapped("DataLoader(drop_last)"),
     "dataloader_num_workers": Mapped("DataLoader(num_workers, worker_init_fn=seed_worker)"),
@@ -161,11 +163,14 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
     "length_column_name": Ignored("precomputed lengths are not read; lengths are computed from the inputs"),
     # -- Unsupported
     "push_to_hub": Unsupported("needs network access to the Hugging Face Hub"),
-    "fsdp": _STRATEGY,
-    "fsdp_config": _STRATEGY,
-    "deepspeed": _STRATEGY,
-    "accelerator_config": _STRATEGY,
-    "parallelism_config": _STRATEGY,
+    "accelerator_config": Unsupported(
+        "accelerate's dataloader options (split/dispatch/even batches): hftrain shards every global batch itself, "
+        "so results do not depend on the number of processes"
+    ),
+    "parallelism_config": Unsupported(
+        "accelerate's ParallelismConfig (tensor/context parallel): pass a Lightning ModelParallelStrategy as "
+        "`strategy` and shard the model in a `configure_model` override"
+    ),
     "optim_target_modules": Unsupported("GaLore / APOLLO optimizers are not wired up"),
     "use_liger_kernel": Unsupported("Liger kernels are not applied"),
     "liger_kernel_config": Unsupported("Liger kernels are not applied"),
@@ -176,7 +181,7 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
     "include_num_input_tokens_seen": Unsupported("input-token counting is not implemented"),
     "batch_eval_metrics": Mapped("compute_metrics(batch, compute_result=is_last) per eval batch"),
     "enable_jit_checkpoint": Unsupported("checkpoint-on-SIGTERM is not implemented"),
-    "restore_callback_states_from_checkpoint": Unsupported("callback states are not restored from checkpoints"),
+    "restore_callback_states_from_checkpoint": Mapped("resuming rebuilds the checkpointed stateful callbacks"),
     "ignore_data_skip": Mapped("resume starts the interrupted epoch from its first batch instead of skipping"),
     "debug": Unsupported("underflow/overflow detection and TPU metrics are not implemented"),
     "predict_with_generate": Mapped("Seq2SeqTrainer.prediction_step calls model.generate() in the eval loop"),

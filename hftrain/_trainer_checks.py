@@ -86,6 +86,13 @@ def check_trainer_inputs(trainer: Trainer) -> None:
             "Passing a `model_init` is incompatible with providing the `optimizers` argument. You should subclass "
             "`Trainer` and override the `create_optimizer_and_scheduler` method."
         )
+    sharded = args.fsdp or args.deepspeed or (isinstance(args.strategy, str) and args.strategy.startswith(("fsdp", "deepspeed")))
+    if sharded and trainer.optimizer is not None:
+        raise RuntimeError(  # HF's rule: the optimizer must be built over the sharded parameters
+            "Passing `optimizers` is not allowed if PyTorch FSDP or DeepSpeed is enabled (`fsdp` / `deepspeed` / "
+            "`strategy`). You should subclass `Trainer` and override the `create_optimizer_and_scheduler` method, "
+            "or pass `optimizer_cls_and_kwargs`."
+        )
     collator = trainer.data_collator
     if not callable(collator) and callable(getattr(collator, "collate_batch", None)):
         raise TypeError("The `data_collator` should be a simple callable (function, class with `__call__`).")

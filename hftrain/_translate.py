@@ -10,10 +10,10 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from hftrain._env import Env
+from hftrain._strategy import accelerator, devices_and_nodes, lightning_strategy
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +66,13 @@ def training_plan(
     )
 
 
-def precision(args: Any, env: Env) -> str:
-    """HF's precision flags as a Lightning precision string.
+def precision(args: Any, env: Env) -> Any:
+    """``precision`` as given (a Lightning string or plugin), else HF's flags as a Lightning precision string.
 
     ``fp16`` on a machine without CUDA trains in fp32, as HF does (Lightning would silently switch to bf16).
     """
+    if getattr(args, "precision", None) is not None:
+        return args.precision
     if args.bf16:
         return "bf16-mixed"
     if args.fp16:
@@ -78,44 +80,21 @@ def precision(args: Any, env: Env) -> str:
     return "32-true"
 
 
-def strategy(args: Any, env: Env) -> Any:
-    """One process: Lightning's default. Several (launched by torchrun, SLURM or a test): DDP with HF's ``ddp_*``
-    options; hftrain shards the data itself, so every process sees the same global batches as one would."""
-    if env.world_size <= 1:
-        return "auto"
-    from lightning.pytorch.strategies import DDPStrategy
-
-    kwargs: dict[str, Any] = {
-        "process_group_backend": args.ddp_backend or ("nccl" if accelerator(args, env) == "cuda" else "gloo"),
-        "timeout": timedelta(seconds=args.ddp_timeout),
-        # HF's default: find unused parameters unless activation checkpointing is on (trainer.py:749)
-        "find_unused_parameters": (
-            args.ddp_find_unused_parameters if args.ddp_find_unused_parameters is not None
-            else not args.activation_checkpointing
-        ),
-    }
-    for field, name in (("ddp_bucket_cap_mb", "bucket_cap_mb"), ("ddp_broadcast_buffers", "broadcast_buffers"),
-                        ("ddp_static_graph", "static_graph")):
-        if getattr(args, field) is not None:
-            kwargs[name] = getattr(args, field)
-    return DDPStrategy(**kwargs)
-
-
-def accelerator(args: Any, env: Env) -> str:
-    return "cuda" if env.has_cuda and not args.use_cpu else "cpu"
-
-
-def lightning_trainer_kwargs(args: Any, env: Env, plan: TrainingPlan) -> dict[str, Any]:
+def lightning_trainer_kwargs(
+    args: Any, env: Env, plan: TrainingPlan, interactive: bool = False, hidden_size: int | None = None
+) -> dict[str, Any]:
     """Keyword arguments for ``lightning.Trainer`` (loggers and callbacks are added by the facade).
 
     Evaluation, logging and saving are decided by HF's flow in optimizer steps (the flow callback), never by
     Lightning's batch-counting ``val_check_interval`` / ``log_every_n_steps`` / ``ModelCheckpoint``.
     """
-    return {
+    devices, num_nodes = devices_and_nodes(args, env)
+    strategy = lightning_strategy(args, env, interactive, plan.max_steps, hidden_size)
+    kwargs = {
         "accelerator": accelerator(args, env),
-        "devices": env.local_world_size,
-        "num_nodes": max(env.world_size // env.local_world_size, 1),
-        "strategy": strategy(args, env),
+        "devices": devices,
+        "num_nodes": num_nodes,
+        "strategy": strategy,
         "precision": precision(args, env),
         "accumulate_grad_batches": args.gradient_accumulation_steps,
         # clipping is done by the module (it also logs HF's pre-clip grad_norm); the value reaches strategies
@@ -134,3 +113,8 @@ def lightning_trainer_kwargs(args: Any, env: Env, plan: TrainingPlan) -> dict[st
         "enable_model_summary": False,
         "log_every_n_steps": 1,
     }
+    if type(strategy).__name__ == "DeepSpeedStrategy" and isinstance(kwargs["precision"], str):
+        from hftrain._deepspeed_xla import deepspeed_precision
+
+        kwargs["plugins"] = [deepspeed_precision(kwargs.pop("precision"))]
+    return kwargs

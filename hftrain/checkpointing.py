@@ -20,25 +20,32 @@ import numpy as np
 import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, rotate_checkpoints
 
+from hftrain import _sharding
 from hftrain._distributed import all_gather_objects, barrier, rank, world_size
 
 TRAINER_STATE_NAME = "trainer_state.json"
 TRAINING_ARGS_NAME = "training_args.bin"
 
 
-def save_model_files(model: torch.nn.Module, output_dir: str, processing_class: Any, args: Any) -> None:
-    """HF's ``Trainer._save``: weights (+ config) as safetensors, the tokenizer, ``training_args.bin``."""
+def save_model_files(
+    model: torch.nn.Module, output_dir: str, processing_class: Any, args: Any,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """HF's ``Trainer._save``: weights (+ config) as safetensors, the tokenizer, ``training_args.bin``.
+
+    ``state_dict``: the weights to write instead of ``model.state_dict()`` (the gathered weights of a sharded model).
+    """
     os.makedirs(output_dir, exist_ok=True)
     if hasattr(model, "save_pretrained"):
-        model.save_pretrained(output_dir)
+        model.save_pretrained(output_dir, state_dict=state_dict)
     else:
         from safetensors.torch import save_file
 
-        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        state = {k: v.contiguous() for k, v in (state_dict or model.state_dict()).items()}
         save_file(state, os.path.join(output_dir, "model.safetensors"), metadata={"format": "pt"})
     if processing_class is not None and hasattr(processing_class, "save_pretrained"):
         processing_class.save_pretrained(output_dir)
-    torch.save(args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+    torch.save(args.for_saving() if hasattr(args, "for_saving") else args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
 
 def rng_state() -> dict[str, Any]:
@@ -81,15 +88,20 @@ def save_checkpoint(
     """Write ``checkpoint-{global_step}`` and rotate older ones (never the newest or the best)."""
     final_dir = os.path.join(output_dir, f"{PREFIX_CHECKPOINT_DIR}-{global_step}")
     rng_states = all_gather_objects(rng_state())  # every process's RNG, written by the first one
+    weights = _sharding.full_state_dict(model)  # FSDP: gathered from every process (None: not sharded)
+    optimizer_state = None
+    if optimizer is not None and not args.save_only_model:
+        sharded = weights is not None
+        optimizer_state = _sharding.full_optimizer_state(model, optimizer) if sharded else optimizer.state_dict()
     if not args.should_save:
         barrier()
         return final_dir
 
     def write(tmp_dir: str) -> None:
-        save_model_files(model, tmp_dir, processing_class, args)
+        save_model_files(model, tmp_dir, processing_class, args, state_dict=weights)
         if not args.save_only_model:
-            if optimizer is not None:
-                torch.save(optimizer.state_dict(), os.path.join(tmp_dir, "optimizer.pt"))
+            if optimizer_state is not None:
+                torch.save(optimizer_state, os.path.join(tmp_dir, "optimizer.pt"))
             if scheduler is not None:
                 torch.save(scheduler.state_dict(), os.path.join(tmp_dir, "scheduler.pt"))
             if len(rng_states) == 1:
@@ -118,7 +130,10 @@ def load_model_weights(model: torch.nn.Module, checkpoint_dir: str) -> None:
         state_dict = load_file(str(path))
     except Exception as exc:
         raise ValueError(f"Checkpoint file {path} is corrupt: {exc}") from exc
-    model.load_state_dict(state_dict, strict=False)
+    if _sharding.is_sharded(model):
+        _sharding.load_full_model_state(model, state_dict)
+    else:
+        model.load_state_dict(state_dict, strict=False)
     if hasattr(model, "tie_weights"):  # tied weights (e.g. lm_head) are stored once by save_pretrained
         model.tie_weights()
 
@@ -174,11 +189,17 @@ def load_trainer_state(checkpoint_dir: str, state_cls: Any) -> Any:
     return state
 
 
-def load_optimizer_and_scheduler(checkpoint_dir: str, optimizer: Any, scheduler: Any) -> None:
-    """HF loads both only when both files exist (a ``save_only_model`` checkpoint restarts them fresh)."""
+def load_optimizer_and_scheduler(checkpoint_dir: str, optimizer: Any, scheduler: Any, model: Any = None) -> None:
+    """HF loads both only when both files exist (a ``save_only_model`` checkpoint restarts them fresh).
+
+    A sharded (FSDP) ``model``'s optimizer state was saved whole, keyed by parameter name: each process takes its
+    shard of it."""
     opt_file, sched_file = (os.path.join(checkpoint_dir, n) for n in ("optimizer.pt", "scheduler.pt"))
     if os.path.isfile(opt_file) and os.path.isfile(sched_file):
-        optimizer.load_state_dict(torch_load(opt_file))
+        if model is not None and _sharding.is_sharded(model):
+            _sharding.load_full_optimizer_state(model, optimizer, torch_load(opt_file))
+        else:
+            optimizer.load_state_dict(torch_load(opt_file))
         scheduler.load_state_dict(torch_load(sched_file))
 
 

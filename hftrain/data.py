@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, Sequ
 from transformers.data.data_collator import DataCollatorWithPadding, default_data_collator
 from transformers.trainer_utils import RemoveColumnsCollator, seed_worker
 
-from hftrain._distributed import ShardedBatchSampler, all_reduce_sum, env_world_size
+from hftrain._distributed import ShardedBatchSampler, all_reduce_sum, world_size
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def build_dataloader(
         "prefetch_factor": args.dataloader_prefetch_factor,
         "in_order": args.dataloader_in_order,
     }
-    world = env_world_size()
+    world = args.world_size  # the processes Lightning will start count too
     if isinstance(dataset, IterableDataset) and world > 1:
         raise ValueError(
             "An IterableDataset with several processes is not supported by hftrain yet: shard it yourself per "
@@ -234,7 +234,7 @@ class AccumulationWindows:
         local = sum(c * int(p.rows > 0) for c, p in zip(counts, parts))
         if not self.average_tokens_across_devices:
             return local  # HF: each rank normalises by its own tokens; DDP averages the ranks' means
-        return all_reduce_sum(local) / env_world_size()
+        return all_reduce_sum(local) / world_size()
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +249,7 @@ class WindowInfo:
     def of(cls, num_items: Any, window_size: int, part: Any) -> WindowInfo:
         if part is None:
             return cls(num_items, window_size)
-        return cls(num_items, window_size, part.rows * env_world_size() / part.global_rows)
+        return cls(num_items, window_size, part.rows * world_size() / part.global_rows)
 
 
 def set_epoch(loader: Any, epoch: int) -> None:

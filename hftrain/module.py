@@ -12,10 +12,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
+from lightning.pytorch.strategies import DeepSpeedStrategy, ModelParallelStrategy
 import torch
 from typing_extensions import override
 
 from hftrain._loss import normalises_by_num_items
+from hftrain._sharding import fsdp_plan, is_sharded, plain_tensor, shard_model
 from hftrain.data import WindowInfo
 
 if TYPE_CHECKING:
@@ -86,12 +88,15 @@ class HFModule(L.LightningModule):
         gradient_clip_algorithm: str | None = None,
     ) -> None:
         # runs after AMP unscaling; HF logs the pre-clip norm even when max_grad_norm <= 0 (then nothing is clipped)
+        if isinstance(self.trainer.strategy, DeepSpeedStrategy):
+            return  # DeepSpeed clips inside its engine (config "gradient_clipping"), on every micro-batch's call
         scaler = getattr(self.trainer.precision_plugin, "scaler", None)
         if scaler is not None:
             self._scale_before_step = scaler.get_scale()
             _unscale_once(scaler, optimizer)
         max_norm = self.hf.args.max_grad_norm
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm if max_norm > 0 else float("inf"))
+        norm = plain_tensor(norm)  # sharded (FSDP) parameters give a DTensor norm
         self.hf.flow.record_step(grad_norm=norm, learning_rate=self.hf.current_learning_rate())
 
     @override
@@ -105,6 +110,12 @@ class HFModule(L.LightningModule):
         if scaler is not None and self._scale_before_step is not None and scaler.get_scale() < self._scale_before_step:
             return  # fp16 overflow: the optimizer skipped this step, and HF does not advance the schedule either
         scheduler.step()
+
+    @override
+    def configure_model(self) -> None:
+        """FSDP2: shard the HF model per layer on the data-parallel mesh (once; later runs reuse the shards)."""
+        if isinstance(self.trainer.strategy, ModelParallelStrategy) and not is_sharded(self.model):
+            shard_model(self.model, fsdp_plan(self.hf.args, self.model), self.device_mesh["data_parallel"])
 
     @override
     def configure_optimizers(self) -> Any:

@@ -43,7 +43,7 @@ from transformers.trainer_utils import (
     speed_metrics,
 )
 
-from hftrain import _loss, checkpointing, data, optim
+from hftrain import _loss, _sharding, checkpointing, data, optim
 from hftrain._env import detect_env
 from hftrain._evaluation import EvalCollector, EvalRequest, EvalResult, add_speed_metrics
 from hftrain._lightning import build_lightning_trainer, quiet_lightning
@@ -160,11 +160,12 @@ class Trainer:
         self.lightning_module = HFModule(model, self)
 
     def _new_state(self) -> TrainerState:
-        callbacks = [cb for cb in self.callback_handler.callbacks if callable(getattr(cb, "state", None))]
+        from hftrain._callback_state import refresh_callback_states
+
         return TrainerState(
             is_local_process_zero=self.is_local_process_zero(),
             is_world_process_zero=self.is_world_process_zero(),
-            stateful_callbacks=[*callbacks, self.control],
+            stateful_callbacks=refresh_callback_states({}, self.callback_handler.callbacks, self.control),
         )
 
     def call_model_init(self, trial: Any = None) -> nn.Module:
@@ -246,7 +247,9 @@ class Trainer:
         """``configure_optimizers`` output: HF's optimizer, and its scheduler stepped after every optimizer step."""
         self.create_optimizer_and_scheduler(self.state.max_steps)
         if self._resume_from is not None:
-            checkpointing.load_optimizer_and_scheduler(self._resume_from, self.optimizer, self.lr_scheduler)
+            checkpointing.load_optimizer_and_scheduler(
+                self._resume_from, self.optimizer, self.lr_scheduler, self.model
+            )
         self.callback_handler.optimizer, self.callback_handler.lr_scheduler = self.optimizer, self.lr_scheduler
         if optim.is_metric_driven(self.lr_scheduler):  # stepped by the flow after evaluations
             return {"optimizer": self.optimizer}
@@ -320,6 +323,11 @@ class Trainer:
             checkpointing.check_resumable(checkpoint)
             checkpointing.load_model_weights(self.model, checkpoint)
             self.state = checkpointing.load_trainer_state(checkpoint, TrainerState)
+            if args.restore_callback_states_from_checkpoint:  # HF's _load_callback_state
+                from hftrain._callback_state import restore_callback_states
+
+                self.control = restore_callback_states(self.state.stateful_callbacks, self.callback_handler,
+                                                       self.control)
             epochs_trained = self.state.global_step // plan.updates_per_epoch
             if not args.ignore_data_skip:
                 skip = (self.state.global_step % plan.updates_per_epoch) * args.gradient_accumulation_steps
@@ -344,7 +352,7 @@ class Trainer:
         return self._finish_training(plan, flow)
 
     def _finish_training(self, plan: TrainingPlan, flow: HFFlow) -> TrainOutput:
-        train_loss = flow.train_loss()
+        train_loss = flow.final_train_loss if flow.final_train_loss is not None else flow.train_loss()
         steps = self.state.global_step - flow.initial_global_step
         metrics = speed_metrics(
             "train", flow.start_time, num_samples=plan.num_train_samples * steps / max(self.state.max_steps, 1),
@@ -362,10 +370,25 @@ class Trainer:
         return TrainOutput(self.state.global_step, train_loss, metrics)
 
     def _lightning_trainer(self, plan: TrainingPlan | None, callbacks: list[L.Callback]) -> L.Trainer:
+        hidden_size = getattr(getattr(self.model, "config", None), "hidden_size", None)  # DeepSpeed's "auto"s
         self.lightning_trainer = build_lightning_trainer(
-            self.args, plan, [*callbacks, *self.lightning_callbacks], self.loggers
+            self.args, plan, [*callbacks, *self.lightning_callbacks], self.loggers, hidden_size
         )
         return self.lightning_trainer
+
+    def results_for_main_process(self) -> dict[str, Any]:
+        """What a spawned / forked Lightning worker (rank 0) sends back to the process that called this Trainer."""
+        collector = self.lightning_module.collector
+        return {"state": self.state, "control": self.control, "current_flos": self.current_flos,
+                "train_loss": self.flow.final_train_loss if self.flow is not None else None,
+                "eval_results": collector.results if collector is not None else None}
+
+    def receive_worker_results(self, results: dict[str, Any]) -> None:
+        self.state, self.control, self.current_flos = results["state"], results["control"], results["current_flos"]
+        if self.flow is not None:
+            self.flow.final_train_loss = results["train_loss"]
+        if results["eval_results"] is not None and self.lightning_module.collector is not None:
+            self.lightning_module.collector.results = results["eval_results"]
 
     def _device(self) -> torch.device:
         return torch.device("cuda") if detect_env().has_cuda and not self.args.use_cpu else torch.device("cpu")
@@ -472,7 +495,13 @@ class Trainer:
 
     # ---- saving and logging ----------------------------------------------------------------------------------
     def save_checkpoint(self) -> str:
+        from hftrain._callback_state import refresh_callback_states
+
         self.store_flos()  # HF: trainer_state.json carries the FLOs so far
+        if self.args.should_save:  # HF: each stateful callback's and the control's state as of this save
+            self.state.stateful_callbacks = refresh_callback_states(
+                self.state.stateful_callbacks, self.callback_handler.callbacks, self.control
+            )
         best_step = self.state.best_global_step
         if best_step is not None:
             best_dir = os.path.join(self.args.output_dir, f"checkpoint-{best_step}")
@@ -485,9 +514,10 @@ class Trainer:
         )
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        weights = _sharding.full_state_dict(self.model)  # FSDP: every process takes part in gathering the weights
         if self.args.should_save:
             checkpointing.save_model_files(
-                self.model, output_dir or self.args.output_dir, self.processing_class, self.args
+                self.model, output_dir or self.args.output_dir, self.processing_class, self.args, weights
             )
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

@@ -21,7 +21,7 @@ import math
 import os
 import warnings
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import timedelta
 from enum import Enum
 from typing import Any
@@ -44,12 +44,16 @@ from hftrain._args_normalise import (
     tf32_available,
     to_enum,
 )
-from hftrain._hf_fields import _TRAINER_LOG_LEVELS, OptimizerNames, _TrainingArgumentsFields
+from hftrain._hf_fields import _TRAINER_LOG_LEVELS, OptimizerNames
+from hftrain._lightning_fields import LIGHTNING_FIELDS, _LightningFields, describe
 from hftrain._removed_args import accept_removed_names
 
 __all__ = ["OptimizerNames", "ParallelMode", "TrainingArguments"]
 
 logger = logging.getLogger(__name__)
+
+
+_LIGHTNING_DEFAULTS = {f.name: f.default for f in fields(_LightningFields) if f.name in LIGHTNING_FIELDS}
 
 
 class ParallelMode(ExplicitEnum):
@@ -65,7 +69,7 @@ class ParallelMode(ExplicitEnum):
 
 @accept_removed_names
 @dataclass(repr=False)
-class TrainingArguments(_TrainingArgumentsFields):
+class TrainingArguments(_LightningFields):
     """HF's ``TrainingArguments`` (transformers 5.24): same fields, defaults, checks and helpers.
 
     Every field, with its help text, is declared in ``hftrain/_hf_fields.py``. ``HfArgumentParser`` accepts this
@@ -83,6 +87,7 @@ class TrainingArguments(_TrainingArgumentsFields):
 
     def __post_init__(self) -> None:
         self._normalise()
+        self._normalise_lightning_fields()
         self._validate_args()
         self._finish()
 
@@ -278,18 +283,6 @@ class TrainingArguments(_TrainingArgumentsFields):
         return torch.device("cuda", self.local_process_index) if self.n_gpu else torch.device("cpu")
 
     @property
-    def world_size(self) -> int:
-        return int(os.environ.get("WORLD_SIZE", 1))
-
-    @property
-    def process_index(self) -> int:
-        return int(os.environ.get("RANK", 0))
-
-    @property
-    def local_process_index(self) -> int:
-        return int(os.environ.get("LOCAL_RANK", 0))
-
-    @property
     def parallel_mode(self) -> ParallelMode:
         return ParallelMode.DISTRIBUTED if self.world_size > 1 else ParallelMode.NOT_PARALLEL
 
@@ -352,6 +345,11 @@ class TrainingArguments(_TrainingArgumentsFields):
                 d[key] = copy.deepcopy(value)  # HF returns a copy of its AcceleratorConfig
             if key == "parallelism_config" and value is not None and hasattr(value, "to_json"):
                 d[key] = value.to_json()
+            if key in LIGHTNING_FIELDS:
+                d[key] = describe(value)
+        for key in LIGHTNING_FIELDS:  # hftrain's own fields: shown when used, so the dict stays HF's otherwise
+            if d[key] == _LIGHTNING_DEFAULTS[key]:
+                del d[key]
         dict_dtype_to_str(d)
         return d
 
@@ -365,7 +363,12 @@ class TrainingArguments(_TrainingArgumentsFields):
         return {key: value if type(value) in valid_types else str(value) for key, value in d.items()}
 
     def __str__(self) -> str:
-        values = {k: f"<{k.upper()}>" if k.endswith("_token") else v for k, v in asdict(self).items()}
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        for key in LIGHTNING_FIELDS:  # shown when used, as in to_dict()
+            values[key] = describe(values[key])
+            if values[key] == _LIGHTNING_DEFAULTS[key]:
+                del values[key]
+        values = {k: f"<{k.upper()}>" if k.endswith("_token") else v for k, v in values.items()}
         attrs = "".join(f"{k}={v},\n" for k, v in sorted(values.items()))
         return f"{self.__class__.__name__}(\n{attrs})"
 
@@ -578,3 +581,4 @@ class TrainingArguments(_TrainingArgumentsFields):
         self.ignore_data_skip = ignore_data_skip
         self.data_seed = sampler_seed
         return self
+

@@ -5,38 +5,48 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
-import torch
-
 from hftrain import Trainer, TrainingArguments
 from tests.helpers import accuracy, classification_rows, lm_rows, pad_lm_batch, tiny_bert_classifier, tiny_llama
 
 
-def main(out: str, per_device: int, task: str) -> None:
-    common = dict(report_to="none", disable_tqdm=True, learning_rate=5e-3, logging_steps=1, seed=9,
+def main(out: str, per_device: int, task: str, strategy: str | None = None) -> None:
+    # strategy given: one plain process, Lightning starts the second one (re-run script, fork, or FSDP2's mesh)
+    launch = {} if strategy is None else dict(strategy=strategy, devices=2, accelerator="cpu")
+    common = dict(**launch, report_to="none", disable_tqdm=True, learning_rate=5e-3, logging_steps=1, seed=9,
                   per_device_train_batch_size=per_device, per_device_eval_batch_size=per_device,
-                  gradient_accumulation_steps=2, num_train_epochs=2, eval_strategy="epoch", save_strategy="no",
-                  use_cpu=True)
-    if task == "classifier":  # a mean-reduced loss: each rank's share of the batch weights its loss
-        trainer = Trainer(tiny_bert_classifier(), TrainingArguments(out, **common),
-                          train_dataset=classification_rows(27, seed=3), eval_dataset=classification_rows(11, seed=4),
-                          compute_metrics=accuracy)
-        test = classification_rows(11, seed=4)
-    else:  # a token-normalised causal LM: the window's token count is summed over the ranks
-        trainer = Trainer(tiny_llama(), TrainingArguments(out, **common), train_dataset=lm_rows(27, seed=3),
-                          eval_dataset=lm_rows(11, seed=4), data_collator=pad_lm_batch)
-        test = lm_rows(11, seed=4)
+                  gradient_accumulation_steps=2, num_train_epochs=2, eval_strategy="epoch",
+                  save_strategy="epoch" if strategy == "fsdp" else "no", use_cpu=True)
+    trainer, test = build(out, task, common)
     trainer.train()
     metrics = trainer.evaluate()
     prediction = trainer.predict(test)
+    trainer.save_model(f"{out}/final")  # gathers sharded (FSDP) weights from every process
+    if strategy == "fsdp":  # resume the same run from its first (epoch 1) checkpoint, in these processes
+        resumed, _ = build(f"{out}/resumed", task, common)
+        first = sorted(Path(out).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[0]
+        resumed.train(resume_from_checkpoint=str(first))
+        resumed.save_model(f"{out}/resumed/final")
     if trainer.is_world_process_zero():
-        torch.save({k: v.detach().clone() for k, v in trainer.model.state_dict().items()}, f"{out}/weights.pt")
         np.save(f"{out}/labels.npy", prediction.label_ids)
         with open(f"{out}/result.json", "w") as f:
             json.dump({"history": trainer.state.log_history, "metrics": metrics,
                        "test_metrics": prediction.metrics, "global_step": trainer.state.global_step}, f)
 
 
+def build(out: str, task: str, common: dict) -> tuple[Trainer, list]:
+    if task == "classifier":  # a mean-reduced loss: each rank's share of the batch weights its loss
+        trainer = Trainer(tiny_bert_classifier(), TrainingArguments(out, **common),
+                          train_dataset=classification_rows(27, seed=3), eval_dataset=classification_rows(11, seed=4),
+                          compute_metrics=accuracy)
+        return trainer, classification_rows(11, seed=4)
+    # a token-normalised causal LM: the window's token count is summed over the ranks
+    trainer = Trainer(tiny_llama(), TrainingArguments(out, **common), train_dataset=lm_rows(27, seed=3),
+                      eval_dataset=lm_rows(11, seed=4), data_collator=pad_lm_batch)
+    return trainer, lm_rows(11, seed=4)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), sys.argv[3])
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3], *sys.argv[4:5])

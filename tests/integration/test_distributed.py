@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,25 +26,67 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(out: Path, processes: int, per_device: int, task: str) -> dict:
+def _launch(out: Path, processes: int, per_device: int, task: str, strategy: str | None = None) -> dict:
+    """``processes`` ranks under torchrun; with ``strategy``, one plain process whose Lightning starts the ranks."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK"):
         env.pop(key, None)
-    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
-               f"--master_port={_free_port()}", "--master_addr=127.0.0.1", "-m", "tests.integration.ddp_script",
-               str(out), str(per_device), task]
+    script = ["-m", "tests.integration.ddp_script", str(out), str(per_device), task]
+    if strategy is None:
+        command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={processes}",
+                   f"--master_port={_free_port()}", "--master_addr=127.0.0.1", *script]
+    else:
+        command = [sys.executable, *script, strategy]
+        env["MASTER_PORT"] = str(_free_port())
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     result = json.loads((out / "result.json").read_text())
-    result["weights"] = torch.load(out / "weights.pt")
+    result["weights"] = load_file(out / "final" / "model.safetensors")
+    if (out / "resumed" / "final").is_dir():
+        result["resumed_weights"] = load_file(out / "resumed" / "final" / "model.safetensors")
     result["labels"] = np.load(out / "labels.npy")
     return result
 
 
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """The single-process reference runs (batch 8), computed once per task for every comparison."""
+    cache: dict[str, dict] = {}
+
+    def run(task: str) -> dict:
+        if task not in cache:
+            cache[task] = _launch(tmp_path_factory.mktemp(f"one-{task}"), 1, 8, task)
+        return cache[task]
+
+    return run
+
+
 @pytest.mark.parametrize("task", ["classifier", "causal_lm"])
-def test_two_processes_match_one(tmp_path, task):
-    one = _launch(tmp_path / "one", 1, 8, task)
-    two = _launch(tmp_path / "two", 2, 4, task)
+def test_two_processes_match_one(tmp_path, task, one_process):
+    _assert_same_run(one_process(task), _launch(tmp_path / "two", 2, 4, task), task)
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "ddp_notebook"])
+def test_processes_started_by_lightning_match_one(tmp_path, strategy, one_process):
+    """The one-argument swap: ``strategy=..., devices=2`` in a plain script (Lightning re-runs it, or forks)."""
+    two = _launch(tmp_path / "two", 1, 4, "classifier", strategy=strategy)
+    _assert_same_run(one_process("classifier"), two, "classifier")
+
+
+@pytest.mark.parametrize("task", ["classifier", "causal_lm"])
+def test_fsdp2_on_two_processes_matches_one_and_resumes(tmp_path, task, one_process):
+    """``strategy="fsdp"``: fully_shard per layer over 2 gloo processes; checkpoints hold the gathered weights
+    (``from_pretrained``-loadable) and a resume from the epoch-1 checkpoint ends with the same weights."""
+    two = _launch(tmp_path / "two", 1, 4, task, strategy="fsdp")
+    _assert_same_run(one_process(task), two, task)
+    checkpoint = sorted((tmp_path / "two").glob("checkpoint-*"))[0]
+    assert {"model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state_0.pth", "rng_state_1.pth"} <= {
+        p.name for p in checkpoint.iterdir()}
+    for name, tensor in two["weights"].items():
+        torch.testing.assert_close(two["resumed_weights"][name], tensor, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def _assert_same_run(one: dict, two: dict, task: str) -> None:
     steps = [h for h in one["history"] if "loss" in h]
     assert [h["step"] for h in steps] == [h["step"] for h in two["history"] if "loss" in h]
     for a, b in zip(steps, [h for h in two["history"] if "loss" in h]):

@@ -40,7 +40,8 @@ MAPPED = _names(
     "train_sampling_strategy, do_train, do_eval, do_predict, resume_from_checkpoint, local_rank, ignore_data_skip, "
     "predict_with_generate, generation_max_length, generation_num_beams, generation_config, bf16_full_eval, "
     "fp16_full_eval, batch_eval_metrics, run_name, ddp_find_unused_parameters, ddp_bucket_cap_mb, "
-    "ddp_broadcast_buffers, ddp_static_graph, ddp_backend, ddp_timeout, project"
+    "ddp_broadcast_buffers, ddp_static_graph, ddp_backend, ddp_timeout, project, "
+    "restore_callback_states_from_checkpoint, fsdp, fsdp_config, deepspeed"
 )
 IGNORED = _names(
     "sortish_sampler, trackio_space_id, trackio_bucket_id, trackio_static_space_id, "
@@ -49,10 +50,9 @@ IGNORED = _names(
     "hub_strategy, hub_always_push, hub_revision, length_column_name"
 )
 UNSUPPORTED = _names(
-    "push_to_hub, fsdp, fsdp_config, deepspeed, accelerator_config, parallelism_config, optim_target_modules, "
+    "push_to_hub, accelerator_config, parallelism_config, optim_target_modules, "
     "use_liger_kernel, liger_kernel_config, neftune_noise_alpha, auto_find_batch_size, "
-    "include_num_input_tokens_seen, enable_jit_checkpoint, "
-    "restore_callback_states_from_checkpoint, debug"
+    "include_num_input_tokens_seen, enable_jit_checkpoint, debug"
 )
 
 
@@ -77,7 +77,7 @@ def test_table_keeps_the_decided_classification():
 
 def test_entries_are_frozen_values():
     with pytest.raises(dataclasses.FrozenInstanceError):
-        FIELD_SUPPORT["fsdp"].reason = "x"
+        FIELD_SUPPORT["debug"].reason = "x"
 
 
 @pytest.mark.parametrize("cls", [TrainingArguments, Seq2SeqTrainingArguments])
@@ -116,25 +116,24 @@ def test_torch_compile_backend_warns_for_each_field_it_sets():
 
 
 def test_unsupported_fields_raise_once_listing_each():
-    args = TrainingArguments(fsdp=True, debug="underflow_overflow", push_to_hub=True, neftune_noise_alpha=5.0)
+    args = TrainingArguments(debug="underflow_overflow", push_to_hub=True, neftune_noise_alpha=5.0,
+                             accelerator_config={"split_batches": True})
     with pytest.raises(ValueError) as error:
         check_supported(args)
     message = str(error.value)
-    for field in ("fsdp", "debug", "push_to_hub", "neftune_noise_alpha"):
+    for field in ("accelerator_config", "debug", "push_to_hub", "neftune_noise_alpha"):
         assert f"- `{field}`: {FIELD_SUPPORT[field].reason}" in message
-    assert message.count("\n- ") == 5  # and `fsdp_config`, which fsdp=True fills with HF's defaults
+    assert message.count("\n- ") == 4
 
 
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"deepspeed": {"zero_optimization": {"stage": 2}}},
         {"accelerator_config": {"split_batches": True}},
         {"parallelism_config": object()},
         {"auto_find_batch_size": True},
         {"include_num_input_tokens_seen": True},
         {"neftune_noise_alpha": 5.0},
-        {"restore_callback_states_from_checkpoint": True},
         {"optim_target_modules": ["attn"]},
     ],
 )

@@ -18,6 +18,7 @@ from transformers import GenerationConfig, HfArgumentParser
 
 from hftrain import _args_normalise, _removed_args
 from hftrain._hf_fields import OptimizerNames
+from hftrain._lightning_fields import LIGHTNING_FIELDS
 from hftrain.training_args import ParallelMode, TrainingArguments
 from hftrain.training_args_seq2seq import Seq2SeqTrainingArguments
 
@@ -52,7 +53,7 @@ def _annotation(cls: type, name: str) -> str:
 
 @pytest.mark.parametrize(("ours", "hf"), PAIRS)
 def test_fields_match_installed_transformers(ours, hf):
-    our_fields, hf_fields = dataclasses.fields(ours), dataclasses.fields(hf)
+    our_fields, hf_fields = _hf_part(dataclasses.fields(ours)), dataclasses.fields(hf)
     assert [f.name for f in our_fields] == [f.name for f in hf_fields]
     for mine, theirs in zip(our_fields, hf_fields):
         if mine.name == "parallelism_config":  # documented: accelerate's class cannot be named without accelerate
@@ -67,6 +68,44 @@ def test_fields_match_installed_transformers(ours, hf):
         assert dict(mine.metadata) == dict(theirs.metadata), mine.name
         assert mine.metadata["help"] == theirs.metadata["help"]
         assert {k: type(v) for k, v in mine.metadata.items()} == {k: type(v) for k, v in theirs.metadata.items()}
+
+
+def _hf_part(our_fields: tuple) -> list:
+    """HF's fields, in HF's order, followed only by hftrain's Lightning fields."""
+    assert [f.name for f in our_fields[-len(LIGHTNING_FIELDS):]] == list(LIGHTNING_FIELDS)
+    return list(our_fields[: -len(LIGHTNING_FIELDS)])
+
+
+def test_lightning_fields_parse_from_the_command_line():
+    (args,) = HfArgumentParser(TrainingArguments).parse_args_into_dataclasses(
+        ["--output_dir", "out", "--strategy", "ddp", "--devices", "2", "--accelerator", "cpu", "--num_nodes", "1",
+         "--precision", "bf16-mixed", "--report_to", "none"], look_for_args_file=False,
+    )
+    assert (args.strategy, args.devices, args.accelerator, args.precision) == ("ddp", 2, "cpu", "bf16-mixed")
+    assert args.planned_processes == 2 and args.to_dict()["devices"] == 2
+
+
+def test_lightning_fields_stay_out_of_to_dict_until_used():
+    assert not set(LIGHTNING_FIELDS) & set(TrainingArguments("out", report_to="none").to_dict())
+    from lightning.pytorch.strategies import DDPStrategy
+
+    args = TrainingArguments("out", strategy=DDPStrategy(), report_to="none")
+    assert args.to_dict()["strategy"] == "DDPStrategy" and args.for_saving().strategy == "DDPStrategy"
+    assert isinstance(args.strategy, DDPStrategy)  # for_saving copies, the run keeps the object
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(bf16=True, precision="16-mixed"), "`bf16=True` contradicts `precision='16-mixed'`"),
+        (dict(use_cpu=True, accelerator="cuda"), "`use_cpu=True` contradicts `accelerator='cuda'`"),
+        (dict(devices=0), "`devices` must be a positive number"),
+        (dict(num_nodes=0), "`num_nodes` must be a positive integer"),
+    ],
+)
+def test_lightning_fields_reject_contradictions(kwargs, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        TrainingArguments("out", report_to="none", **kwargs)
 
 
 def test_optimizer_names_match_installed_transformers():
@@ -115,7 +154,7 @@ def _option(action) -> tuple:
 
 @pytest.mark.parametrize(("ours", "hf"), PAIRS)
 def test_hf_argument_parser_builds_the_same_options(ours, hf):
-    our_options = [_option(a) for a in HfArgumentParser(ours)._actions]
+    our_options = [_option(a) for a in HfArgumentParser(ours)._actions if a.dest not in LIGHTNING_FIELDS]
     hf_options = [_option(a) for a in HfArgumentParser(hf)._actions]
     assert len(our_options) == len(hf_options)
     for mine, theirs in zip(our_options, hf_options):
