@@ -175,7 +175,8 @@ class TrainingArguments(_LightningFields):
         if self.load_best_model_at_end and self.save_strategy != SaveStrategy.BEST:
             self._validate_best_model_steps()
 
-        if (self.bf16 or self.bf16_full_eval) and not self.use_cpu and not bf16_gpu_available():
+        on_cpu = self.use_cpu or self.accelerator == "cpu"
+        if (self.bf16 or self.bf16_full_eval) and not on_cpu and not bf16_gpu_available():
             name = "bf16" if self.bf16 else "bf16_full_eval"
             message = (
                 "Your setup doesn't support bf16/gpu. You need to assign use_cpu if you want to train the model on CPU."
