@@ -93,6 +93,15 @@ def check_trainer_inputs(trainer: Trainer) -> None:
             "`strategy`). You should subclass `Trainer` and override the `create_optimizer_and_scheduler` method, "
             "or pass `optimizer_cls_and_kwargs`."
         )
+    uses_deepspeed = bool(args.deepspeed) or type(args.strategy).__name__ == "DeepSpeedStrategy" or (
+        isinstance(args.strategy, str) and args.strategy.startswith("deepspeed"))
+    if uses_deepspeed and args.save_strategy != "no":
+        raise ValueError(
+            f"`save_strategy={args.save_strategy.value!r}` with DeepSpeed: hftrain does not write DeepSpeed's "
+            "partitioned (ZeRO) checkpoints yet, so a resume could not be exact. Set `save_strategy='no'` and call "
+            "`trainer.save_model()` after training (ZeRO stage 1/2), or use `strategy='fsdp'`, whose checkpoints "
+            "hftrain writes and resumes."
+        )
     collator = trainer.data_collator
     if not callable(collator) and callable(getattr(collator, "collate_batch", None)):
         raise TypeError("The `data_collator` should be a simple callable (function, class with `__call__`).")

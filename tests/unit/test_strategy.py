@@ -208,3 +208,14 @@ def test_deepspeed_gets_a_precision_that_leaves_accumulation_to_lightning(fake_d
     model._trainer = types.SimpleNamespace(model=engine)
     plugin.backward(torch.tensor(1.0), model, None)
     assert plugin.precision == "bf16-mixed" and calls == [{"scale_wrt_gas": False}]
+
+
+@pytest.mark.parametrize("kwargs", [{"strategy": "deepspeed_stage_3"}, {"deepspeed": {"zero_optimization": {}}}])
+def test_deepspeed_checkpoints_are_refused_before_training(kwargs):
+    from hftrain import Trainer
+
+    with pytest.raises(ValueError, match="save_strategy='no'"):
+        Trainer(nn.Linear(2, 2), _args(**kwargs))
+    with pytest.raises(RuntimeError, match="Passing `optimizers` is not allowed"):  # HF's error
+        Trainer(nn.Linear(2, 2), _args(save_strategy="no", **kwargs),
+                optimizers=(torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1), None))
