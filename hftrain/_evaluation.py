@@ -5,10 +5,17 @@ step and keeps HF's semantics: per-batch losses repeated by the batch size (so `
 sample-weighted mean of batch means), predictions and labels right-padded with -100 and concatenated,
 ``preprocess_logits_for_metrics`` applied after padding, ``compute_metrics`` called once with an
 ``EvalPrediction``, and every metric key prefixed (``eval_``, ``test_``, ``eval_<name>_``).
+
+``batch_eval_metrics``: ``compute_metrics(batch, compute_result=is_last_batch)`` right after each batch's forward
+pass, holding no prediction (transformers knows the last batch from accelerate's ``end_of_dataloader``; here it is
+the loader's length, which Lightning also stops at). Only a loader without a length makes the collector hold one
+batch until it knows whether another follows. Across processes every process scores each gathered global batch,
+in dataset order, as one process with the whole batch would.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import time
@@ -18,8 +25,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from transformers.trainer_pt_utils import EvalLoopContainer, find_batch_size, nested_truncate
+from transformers.trainer_pt_utils import EvalLoopContainer, find_batch_size, nested_concat, nested_truncate
 from transformers.trainer_utils import EvalLoopOutput, EvalPrediction, denumpify_detensorize, has_length, speed_metrics
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -32,6 +41,7 @@ class EvalRequest:
     ignore_keys: list[str] | None = None
     is_prediction: bool = False  # predict() keeps every prediction even when metrics stream (HF does the same)
     slices: Any = None  # several processes: the sharded sampler's Slice per batch (where each piece belongs)
+    num_batches: int | None = None  # len(loader) when it has one: batch_eval_metrics knows the last batch
 
 
 @dataclass
@@ -46,7 +56,11 @@ class _Pass:
     preds: EvalLoopContainer = None  # type: ignore[assignment]
     labels: EvalLoopContainer = None  # type: ignore[assignment]
     inputs: EvalLoopContainer = None  # type: ignore[assignment]
-    pending: Any = None  # batch_eval_metrics: the last batch, scored once we know whether it is the final one
+    num_batches: int | None = None  # batch_eval_metrics: batches of the pass (global ones across processes), if known
+    scored: int = 0  # batch_eval_metrics: compute_metrics calls so far
+    last_scored: bool = False  # batch_eval_metrics: the latest call had compute_result=True
+    pending: Any = None  # batch_eval_metrics, length unknown: the last batch, until we know if it is the final one
+    device: Any = None  # several processes: where this process's batches are (gathered batches are put back there)
     metrics: dict[str, Any] | None = None
     firsts: list[int] = field(default_factory=list)  # several processes: first sample index of each piece
     loss_pieces: list[tuple[int, float, float, int]] = field(default_factory=list)  # (batch id, loss, weight, rows)
@@ -105,7 +119,8 @@ class EvalCollector:
             self.finish()
             self._index = dataloader_idx
             self._current = _Pass(self.requests[dataloader_idx], self.args.eval_batch_size,
-                                  self.args.eval_do_concat_batches)
+                                  self.args.eval_do_concat_batches,
+                                  num_batches=self._num_batches(dataloader_idx) if self.batch_metrics else None)
         run = self._current
         assert run is not None
         observed = find_batch_size(inputs)
@@ -116,13 +131,15 @@ class EvalCollector:
         )
         keep = run.request.is_prediction or not (self.metric is not None or self.batch_metrics)
         losses = loss.repeat(run.batch_size) if loss is not None else None
+        piece, loss_piece = None, None
         if run.request.slices is not None:
             piece = run.request.slices.popleft()
             run.firsts.append(piece.first_index)
             if loss is not None:  # the batch loss is rebuilt from every rank's sum and weight once gathered
                 count = self.count_items([inputs]) if self.count_items is not None else None
                 weight = float(count) if count is not None else float(piece.rows)
-                run.loss_pieces.append((piece.batch_id, float(loss), weight, piece.rows))
+                loss_piece = (piece.batch_id, float(loss), weight, piece.rows)
+                run.loss_pieces.append(loss_piece)
         elif losses is not None:
             run.losses.add(losses)
         if logits is not None and self.preprocess_logits_for_metrics is not None:
@@ -134,7 +151,12 @@ class EvalCollector:
                 run.preds.add(logits)
             if labels is not None:
                 run.labels.add(labels)
-        if logits is not None and labels is not None:
+        if self.batch_metrics and piece is not None:  # every process takes part in every batch's gather
+            run.device = _device_of(logits, labels, run.device)
+            include = self.args.include_for_metrics
+            self._score_gathered(run, (piece.first_index, piece.batch_id, _to_cpu(logits), _to_cpu(labels),
+                                       loss_piece, _to_cpu(inputs) if "inputs" in include else None))
+        elif logits is not None and labels is not None:
             self._stream(run, logits, labels, losses, inputs)
         self.on_batch()
         run.steps += 1
@@ -148,17 +170,66 @@ class EvalCollector:
             self.metric.to(labels.device if isinstance(labels, torch.Tensor) else "cpu")
             self.metric.update(logits, labels)
         elif self.batch_metrics:
-            self._score_pending(run, compute_result=False)
             include = self.args.include_for_metrics
-            run.pending = EvalPrediction(predictions=logits, label_ids=labels,
-                                         losses=losses if "loss" in include else None,
-                                         inputs=inputs if "inputs" in include else None)
+            self._score(run, EvalPrediction(predictions=logits, label_ids=labels,
+                                            losses=losses if "loss" in include else None,
+                                            inputs=inputs if "inputs" in include else None), run.steps)
+
+    def _num_batches(self, dataloader_idx: int) -> int | None:
+        """How many batches the pass over dataloader ``dataloader_idx`` has (None: no length, or an iterable
+        dataset, whose length may not be the number of batches it yields)."""
+        request = self.requests[dataloader_idx]
+        if isinstance(request.dataset, torch.utils.data.IterableDataset):
+            return None
+        return request.num_batches
+
+    def _score(self, run: _Pass, batch: EvalPrediction, index: int) -> None:
+        """HF's ``batch_eval_metrics``: ``compute_metrics(batch, compute_result=is_last_batch)``, last result kept.
+        ``index`` is the batch's place in the pass; with a known number of batches the batch is scored at once,
+        otherwise it waits until the next batch (or the end of the pass) shows whether it was the last."""
+        if run.num_batches is not None:
+            self._call_batch_metrics(run, batch, compute_result=index == run.num_batches - 1)
+        else:
+            self._score_pending(run, compute_result=False)
+            run.pending = batch
+
+    def _call_batch_metrics(self, run: _Pass, batch: EvalPrediction, compute_result: bool) -> None:
+        run.metrics = self.compute_metrics(batch, compute_result=compute_result)
+        run.scored += 1
+        run.last_scored = compute_result
 
     def _score_pending(self, run: _Pass, compute_result: bool) -> None:
-        """HF's ``batch_eval_metrics``: ``compute_metrics(batch, compute_result=is_last_batch)``, last result kept."""
         if run.pending is not None:
-            run.metrics = self.compute_metrics(run.pending, compute_result=compute_result)
-            run.pending = None
+            batch, run.pending = run.pending, None
+            self._call_batch_metrics(run, batch, compute_result)
+
+    def _score_gathered(self, run: _Pass, mine: tuple | None) -> bool:
+        """Several processes: gather this process's piece of the current global batch (None: it has none left),
+        and score the global batch on every process. False when no process had a piece (the pass is over)."""
+        from hftrain._distributed import all_gather_objects
+
+        gathered = all_gather_objects(mine)
+        pieces = sorted((p for p in gathered if p is not None), key=lambda p: p[0])
+        if not pieces:
+            return False
+        batch_id = pieces[0][1]
+        logits, labels = (_concat([p[i] for p in pieces], run.device) for i in (2, 3))
+        if logits is None or labels is None:
+            return True
+        include = self.args.include_for_metrics
+        losses = None
+        if "loss" in include and any(p[4] is not None for p in pieces):  # the global batch's loss, repeated
+            value = _batch_losses([(0, p[4]) for p in pieces if p[4] is not None], by_sample=False)[0]
+            losses = torch.full((run.batch_size * len(gathered),), float(value), device=run.device)
+        inputs = None
+        if "inputs" in include:
+            try:
+                inputs = _concat([p[5] for p in pieces], run.device)
+            except (TypeError, AssertionError):  # not only tensors: this process's own, as transformers passes them
+                inputs = mine[5] if mine is not None else None
+        self._score(run, EvalPrediction(predictions=logits, label_ids=labels, losses=losses, inputs=inputs),
+                    batch_id)
+        return True
 
     def finish(self) -> None:
         """Close the pass in progress, if any (called on a dataloader change and at the end of the loop)."""
@@ -169,6 +240,9 @@ class EvalCollector:
     def _result(self, run: _Pass) -> EvalResult:
         prefix, dataset = run.request.prefix, run.request.dataset
         if run.request.slices is not None:
+            if self.batch_metrics:  # join the gathers of the global batches other processes still have pieces of
+                while self._score_gathered(run, None):
+                    pass
             run.losses_by_sample = self.losses_by_sample
             _merge_processes(run, self.args.eval_do_concat_batches)
         losses, preds, labels, inputs = (c.get_arrays() for c in (run.losses, run.preds, run.labels, run.inputs))
@@ -183,6 +257,11 @@ class EvalCollector:
             metrics = _computed(self.metric)
         elif self.batch_metrics:
             self._score_pending(run, compute_result=True)
+            if run.scored and not run.last_scored:
+                logger.warning(
+                    "batch_eval_metrics: the eval loader yielded fewer batches than its length (%s), so "
+                    "compute_metrics was never called with compute_result=True for %s.", run.num_batches, prefix,
+                )
             metrics = run.metrics or {}
         elif self.compute_metrics is not None and preds is not None and labels is not None:
             metrics = self.compute_metrics(
@@ -266,6 +345,47 @@ def _batch_losses(pieces: list, by_sample: bool) -> np.ndarray:
     ordered = sorted(pieces, key=lambda piece: piece[0])
     return np.concatenate([np.full(rows, batch_loss[batch], dtype=np.float32)
                            for _, (batch, _, _, rows) in ordered if rows > 0])
+
+
+def _to_cpu(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    return value
+
+
+def _to_device(value: Any, device: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.to(device) if device is not None else value
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    return value
+
+
+def _device_of(*values: Any) -> Any:
+    """The device of the first tensor among ``values`` (the last one is the fallback, returned as is)."""
+    *tensors, fallback = values
+    for value in tensors:
+        while isinstance(value, (list, tuple)) and value:
+            value = value[0]
+        if isinstance(value, torch.Tensor):
+            return value.device
+    return fallback
+
+
+def _concat(values: list, device: Any) -> Any:
+    """Pieces of one global batch, in dataset order, as one batch (right-padded with -100 like HF's gather)."""
+    if any(v is None for v in values):
+        return None
+    merged = values[0]
+    for value in values[1:]:
+        merged = nested_concat(merged, value, padding_index=-100)
+    return _to_device(merged, device)
 
 
 def _as_tensors(value: Any) -> Any:

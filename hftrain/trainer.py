@@ -554,7 +554,8 @@ class Trainer:
 
 
 def _with_slices(request: EvalRequest, loader: DataLoader) -> EvalRequest:
-    return replace(request, slices=getattr(loader.batch_sampler, "slices", None))
+    return replace(request, slices=getattr(loader.batch_sampler, "slices", None),
+                   num_batches=len(loader) if has_length(loader) else None)
 
 
 

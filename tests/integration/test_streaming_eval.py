@@ -4,9 +4,16 @@ eval_do_concat_batches, *_full_eval — each against what transformers.Trainer g
 from __future__ import annotations
 
 import copy
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import transformers
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
@@ -15,6 +22,7 @@ import hftrain
 from tests.helpers import accuracy, classification_rows, tiny_bert_classifier
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _eval_trainer(cls, args_cls, tmp_path, name, model, **kwargs):
@@ -50,11 +58,15 @@ def test_torchmetrics_collection_streams_and_matches_numpy_metrics(tmp_path):
         reference["eval_accuracy"])
 
 
-def _batch_accuracy():
+def _batch_accuracy(calls=None, forwards=None):
+    """batch_eval_metrics accuracy; ``calls`` records (rows, compute_result, forward passes so far, mean loss)."""
     state = {"correct": 0, "total": 0}
 
     def compute(eval_pred, compute_result):
         logits, labels = eval_pred.predictions, eval_pred.label_ids
+        if calls is not None:
+            loss = None if eval_pred.losses is None else round(float(eval_pred.losses.float().mean()), 5)
+            calls.append((int(labels.shape[0]), bool(compute_result), forwards[0] if forwards else None, loss))
         state["correct"] += int((logits.argmax(-1) == labels).sum())
         state["total"] += int(labels.numel())
         if compute_result:
@@ -66,18 +78,126 @@ def _batch_accuracy():
     return compute
 
 
+def _count_forwards(trainer) -> list[int]:
+    forwards = [0]
+    trainer.model.register_forward_hook(lambda *_: forwards.__setitem__(0, forwards[0] + 1))
+    return forwards
+
+
 def test_batch_eval_metrics_matches_transformers(tmp_path):
     model = tiny_bert_classifier()
-    data = classification_rows(22, seed=5)
-    hf = _eval_trainer(transformers.Trainer, transformers.TrainingArguments, tmp_path, "hf", model,
-                       compute_metrics=_batch_accuracy(), batch_eval_metrics=True).evaluate(data)
-    ours = _eval_trainer(hftrain.Trainer, hftrain.TrainingArguments, tmp_path, "ours", model,
-                         compute_metrics=_batch_accuracy(), batch_eval_metrics=True).evaluate(data)
+    data = classification_rows(22, seed=5)  # 6 batches of 4, the last one of 2
+    runs = {}
+    for name, cls, args_cls in (("hf", transformers.Trainer, transformers.TrainingArguments),
+                                ("ours", hftrain.Trainer, hftrain.TrainingArguments)):
+        calls = []
+        trainer = _eval_trainer(cls, args_cls, tmp_path, name, model, batch_eval_metrics=True)
+        trainer.compute_metrics = _batch_accuracy(calls, _count_forwards(trainer))
+        runs[name] = trainer.evaluate(data), calls
+    (hf, hf_calls), (ours, our_calls) = runs["hf"], runs["ours"]
     for key in ("eval_loss", "eval_accuracy", "eval_batches_seen"):
         assert ours[key] == pytest.approx(hf[key])
+    # each batch is scored right after its own forward pass (nothing held until the next batch), and
+    # compute_result=True comes exactly with the last batch: one call per batch, as transformers does
+    assert our_calls == hf_calls == [(4, False, k, None) for k in range(1, 6)] + [(2, True, 6, None)]
     with pytest.raises(ValueError, match="must take a `compute_result`"):
         _eval_trainer(hftrain.Trainer, hftrain.TrainingArguments, tmp_path, "bad", model,
                       compute_metrics=accuracy, batch_eval_metrics=True)
+
+
+def test_batch_eval_metrics_scores_each_batch_at_once_everywhere(tmp_path):
+    """In-training evaluation, several eval datasets and predict(): every pass knows its number of batches."""
+    model = tiny_bert_classifier()
+    a, b = classification_rows(10, seed=1), classification_rows(5, seed=2)  # 3 and 2 batches of 4
+    calls = []
+    trainer = hftrain.Trainer(
+        model=copy.deepcopy(model), train_dataset=classification_rows(8, seed=3), eval_dataset={"a": a, "b": b},
+        args=hftrain.TrainingArguments(str(tmp_path / "train"), per_device_eval_batch_size=4, report_to="none",
+                                       disable_tqdm=True, use_cpu=True, batch_eval_metrics=True, max_steps=1,
+                                       eval_strategy="steps", eval_steps=1, save_strategy="no"),
+    )
+    forwards = _count_forwards(trainer)
+    trainer.compute_metrics = _batch_accuracy(calls, forwards)
+
+    def expected(first, *sizes):
+        out, k = [], first
+        for size in sizes:
+            out += [(min(4, size - i), i + 4 >= size, k + i // 4 + 1, None) for i in range(0, size, 4)]
+            k += (size + 3) // 4
+        return out
+
+    trainer.train()  # one training forward, then the in-training evaluation of a and b
+    assert calls == expected(1, 10, 5)
+    done = forwards[0]
+    calls.clear()
+    metrics = trainer.evaluate()
+    assert calls == expected(done, 10, 5)
+    assert metrics["eval_a_batches_seen"] == 10 and metrics["eval_b_batches_seen"] == 5
+    calls.clear()
+    out = trainer.predict(a)
+    assert calls == expected(forwards[0] - 3, 10)
+    assert out.metrics["test_batches_seen"] == 10 and out.predictions.shape == (10, 3)
+
+
+def test_batch_eval_metrics_without_a_length_waits_for_the_next_batch(tmp_path):
+    """A loader without a length: the last batch is only known at the end, so each batch is scored one batch late
+    (the same calls and results otherwise)."""
+    model = tiny_bert_classifier()
+    rows = classification_rows(10, seed=1)
+
+    class Stream(torch.utils.data.IterableDataset):
+        def __iter__(self):
+            yield from rows.rows
+
+    results = {}
+    for name, data in (("sized", rows), ("stream", Stream())):
+        calls = []
+        trainer = _eval_trainer(hftrain.Trainer, hftrain.TrainingArguments, tmp_path, name, model,
+                                batch_eval_metrics=True, include_for_metrics=["loss"])
+        trainer.compute_metrics = _batch_accuracy(calls, _count_forwards(trainer))
+        results[name] = trainer.evaluate(data), calls
+    (sized, sized_calls), (stream, stream_calls) = results["sized"], results["stream"]
+    assert [c[2] for c in sized_calls] == [1, 2, 3] and [c[2] for c in stream_calls] == [2, 3, 3]
+    assert [c[:2] + c[3:] for c in stream_calls] == [c[:2] + c[3:] for c in sized_calls]
+    assert [c[1] for c in sized_calls] == [False, False, True]
+    assert stream["eval_accuracy"] == sized["eval_accuracy"] and stream["eval_batches_seen"] == 10
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_batch_metrics(out: str, per_device: int) -> dict:
+    """One process's batch_eval_metrics run (under torchrun, or in the test's own process)."""
+    calls = []
+    args = hftrain.TrainingArguments(out, per_device_eval_batch_size=per_device, report_to="none", disable_tqdm=True,
+                                     use_cpu=True, batch_eval_metrics=True, include_for_metrics=["loss"])
+    trainer = hftrain.Trainer(model=tiny_bert_classifier(), args=args, compute_metrics=_batch_accuracy(calls))
+    metrics = trainer.evaluate(classification_rows(9, seed=4))
+    return {"calls": calls, "metrics": {k: v for k, v in metrics.items() if not k.endswith(
+        ("runtime", "per_second", "preparation_time"))}}
+
+
+def test_batch_eval_metrics_two_processes_match_one(tmp_path):
+    """Each process scores every gathered global batch, in dataset order, with compute_result=True on the last;
+    9 rows in global batches of 2 × 4: the second process has no piece of the last batch and joins its gather
+    when its own batches are over."""
+    one = json.loads(json.dumps(_ddp_batch_metrics(str(tmp_path / "one"), 8)))
+    assert [c[:2] for c in one["calls"]] == [[8, False], [1, True]]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+               "--master_addr=127.0.0.1", "-m", "tests.integration.test_streaming_eval", str(tmp_path / "two")]
+    done = subprocess.run(command, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    for rank in (0, 1):
+        two = json.loads((tmp_path / "two" / f"rank{rank}.json").read_text())
+        assert [c[:3] for c in two["calls"]] == [c[:3] for c in one["calls"]], rank
+        assert [c[3] for c in two["calls"]] == pytest.approx([c[3] for c in one["calls"]], rel=1e-4), rank
+        assert two["metrics"] == pytest.approx(one["metrics"], rel=1e-5), rank
 
 
 @pytest.mark.parametrize("options", [
@@ -114,3 +234,10 @@ def test_eval_options_match_transformers(tmp_path, options):
                                            rtol=1e-3)
         else:
             np.testing.assert_allclose(np.asarray(y, dtype=np.float64), np.asarray(x, dtype=np.float64), rtol=1e-3)
+
+
+if __name__ == "__main__":  # one rank of test_batch_eval_metrics_two_processes_match_one, under torchrun
+    _out = sys.argv[1]
+    _result = _ddp_batch_metrics(_out, 4)
+    with open(os.path.join(_out, f"rank{os.environ['RANK']}.json"), "w") as _f:
+        json.dump(_result, _f)
