@@ -13,12 +13,11 @@ class Env:
     """What the machine offers; tests build it by hand to fake GPUs.
 
     Example:
-        >>> Env(cuda_devices=2, bf16_supported=True).has_cuda
+        >>> Env(cuda_devices=2).has_cuda
         True
     """
 
     cuda_devices: int = 0
-    bf16_supported: bool = False
     world_size: int = 1  # processes of the launch (torchrun, SLURM, a test's ranks)
     local_world_size: int = 1  # of them, on this node
 
@@ -28,11 +27,11 @@ class Env:
 
 
 def detect_env() -> Env:
-    """Probe the current process (the only hardware-touching function of the translation)."""
+    """Probe the current process (the only hardware-touching function of the translation). It does not initialise
+    CUDA (``device_count`` asks NVML), so ``ddp_notebook`` can still fork afterwards."""
     cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
     return Env(
         cuda_devices=cuda,
-        bf16_supported=bool(cuda) and torch.cuda.is_bf16_supported(),
         world_size=int(os.environ.get("WORLD_SIZE", "1")),
         local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1"))),
     )

@@ -117,4 +117,8 @@ def lightning_trainer_kwargs(
         from hftrain._deepspeed_xla import deepspeed_precision
 
         kwargs["plugins"] = [deepspeed_precision(kwargs.pop("precision"))]
+    if "XLA" in type(strategy).__name__ and isinstance(kwargs["precision"], str):
+        from hftrain._deepspeed_xla import xla_precision  # HF's TPU bf16 is bf16-true (XLA_USE_BF16)
+
+        kwargs["plugins"] = [xla_precision(kwargs.pop("precision"))]
     return kwargs

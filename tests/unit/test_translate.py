@@ -11,7 +11,7 @@ from hftrain._env import Env
 from hftrain._translate import TrainingPlan, lightning_trainer_kwargs, precision, training_plan
 
 CPU = Env()
-ONE_GPU = Env(cuda_devices=1, bf16_supported=True)
+ONE_GPU = Env(cuda_devices=1)
 
 
 @pytest.mark.parametrize(
