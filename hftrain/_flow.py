@@ -158,4 +158,8 @@ def run_validation_now(trainer: L.Trainer) -> None:
 
 def disable_lightning_val_schedule(trainer: L.Trainer) -> None:
     """Validation runs only when HF's flow asks (``run_validation_now``), never on Lightning's batch schedule."""
-    trainer.fit_loop.epoch_loop._should_check_val_fx = lambda *args, **kwargs: False
+    trainer.fit_loop.epoch_loop._should_check_val_fx = _never  # module level: ddp_spawn pickles the Trainer
+
+
+def _never(*args: Any, **kwargs: Any) -> bool:
+    return False

@@ -404,15 +404,16 @@ class Trainer:
         ]
         return [(_with_slices(request, loader), loader) for request, loader in runs]
 
-    def _collector(self, requests: list[EvalRequest]) -> EvalCollector:
-        def on_batch() -> None:
-            self.control = self.callback_handler.on_prediction_step(self.args, self.state, self.control)
+    def _on_prediction_step(self) -> None:
+        self.control = self.callback_handler.on_prediction_step(self.args, self.state, self.control)
 
+    def _collector(self, requests: list[EvalRequest]) -> EvalCollector:
         collector = EvalCollector(
             requests, args=self.args, prediction_step=self.prediction_step,
             main_input_name=getattr(self.model, "main_input_name", "input_ids"),
             compute_metrics=self.compute_metrics, preprocess_logits_for_metrics=self.preprocess_logits_for_metrics,
-            on_batch=on_batch, losses_by_sample=self._loss_weighted_by_samples, count_items=self.count_items,
+            on_batch=self._on_prediction_step, losses_by_sample=self._loss_weighted_by_samples,
+            count_items=self.count_items,
         )
         self.lightning_module.collector = collector
         return collector

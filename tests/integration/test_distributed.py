@@ -66,9 +66,10 @@ def test_two_processes_match_one(tmp_path, task, one_process):
     _assert_same_run(one_process(task), _launch(tmp_path / "two", 2, 4, task), task)
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "ddp_notebook"])
+@pytest.mark.parametrize("strategy", ["ddp", "ddp_notebook", "ddp_spawn"])
 def test_processes_started_by_lightning_match_one(tmp_path, strategy, one_process):
-    """The one-argument swap: ``strategy=..., devices=2`` in a plain script (Lightning re-runs it, or forks)."""
+    """The one-argument swap: ``strategy=..., devices=2`` in a plain script (Lightning re-runs it, forks, or
+    spawns: then the whole Trainer is pickled, and rank 0's state, metrics and weights come back)."""
     two = _launch(tmp_path / "two", 1, 4, "classifier", strategy=strategy)
     _assert_same_run(one_process("classifier"), two, "classifier")
 
