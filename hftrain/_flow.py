@@ -66,6 +66,8 @@ class HFFlow(L.Callback):
     # ---- Lightning hooks ---------------------------------------------------------------------------------------
     @override
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # a fresh tensor in this process: under ddp_spawn the pickled one lives in memory shared by every rank
+        self.tr_loss = torch.zeros((), device=pl_module.device)
         self._steps_seen = trainer.global_step
         self._event("on_train_begin")
         if self.hf.args.eval_on_start:  # HF: a full evaluation before the first step; plateau schedulers not stepped
