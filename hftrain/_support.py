@@ -140,7 +140,7 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
     "trackio_bucket_id": _TRACKER,
     "trackio_static_space_id": _TRACKER,
     "log_on_each_node": _SINGLE_PROCESS,
-    "save_on_each_node": _SINGLE_PROCESS,
+    "save_on_each_node": Mapped("each node's local rank 0 writes and rotates checkpoints (args.should_save)"),
     "eval_use_gather_object": _SINGLE_PROCESS,
     "ddp_find_unused_parameters": Mapped("DDPStrategy option when several processes run"),
     "ddp_bucket_cap_mb": Mapped("DDPStrategy option when several processes run"),

@@ -219,3 +219,10 @@ def test_deepspeed_checkpoints_are_refused_before_training(kwargs):
     with pytest.raises(RuntimeError, match="Passing `optimizers` is not allowed"):  # HF's error
         Trainer(nn.Linear(2, 2), _args(save_strategy="no", **kwargs),
                 optimizers=(torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1), None))
+
+
+@pytest.mark.parametrize(("on_each_node", "expected"), [(True, True), (False, False)])
+def test_save_on_each_node_lets_each_nodes_first_process_save(monkeypatch, on_each_node, expected):
+    for key, value in {"WORLD_SIZE": "4", "RANK": "2", "LOCAL_RANK": "0"}.items():  # node 1's first process
+        monkeypatch.setenv(key, value)
+    assert _args(save_on_each_node=on_each_node).should_save is expected

@@ -41,11 +41,11 @@ MAPPED = _names(
     "predict_with_generate, generation_max_length, generation_num_beams, generation_config, bf16_full_eval, "
     "fp16_full_eval, batch_eval_metrics, run_name, ddp_find_unused_parameters, ddp_bucket_cap_mb, "
     "ddp_broadcast_buffers, ddp_static_graph, ddp_backend, ddp_timeout, project, "
-    "restore_callback_states_from_checkpoint, fsdp, fsdp_config, deepspeed"
+    "restore_callback_states_from_checkpoint, fsdp, fsdp_config, deepspeed, save_on_each_node"
 )
 IGNORED = _names(
     "sortish_sampler, trackio_space_id, trackio_bucket_id, trackio_static_space_id, "
-    "log_on_each_node, save_on_each_node, eval_use_gather_object, torch_compile, torch_compile_backend, "
+    "log_on_each_node, eval_use_gather_object, torch_compile, torch_compile_backend, "
     "torch_compile_mode, torch_empty_cache_steps, skip_memory_metrics, hub_token, hub_private_repo, hub_model_id, "
     "hub_strategy, hub_always_push, hub_revision, length_column_name"
 )
