@@ -116,11 +116,10 @@ class EvalCollector:
 
     def step(self, model: torch.nn.Module, inputs: Any, dataloader_idx: int = 0) -> None:
         if dataloader_idx != self._index:
-            self.finish()
+            self._close()
+            self._close_empty(range(self._index + 1, dataloader_idx))
             self._index = dataloader_idx
-            self._current = _Pass(self.requests[dataloader_idx], self.args.eval_batch_size,
-                                  self.args.eval_do_concat_batches,
-                                  num_batches=self._num_batches(dataloader_idx) if self.batch_metrics else None)
+            self._current = self._new_pass(dataloader_idx)
         run = self._current
         assert run is not None
         observed = find_batch_size(inputs)
@@ -232,10 +231,25 @@ class EvalCollector:
         return True
 
     def finish(self) -> None:
-        """Close the pass in progress, if any (called on a dataloader change and at the end of the loop)."""
+        """Close the pass in progress, if any, at the end of the loop."""
+        self._close()
+        self._close_empty(range(self._index + 1, len(self.requests)))
+        self._index = len(self.requests)
+
+    def _new_pass(self, index: int) -> _Pass:
+        return _Pass(self.requests[index], self.args.eval_batch_size, self.args.eval_do_concat_batches,
+                     num_batches=self._num_batches(index) if self.batch_metrics else None)
+
+    def _close(self) -> None:
         if self._current is not None:
             self.results.append(self._result(self._current))
             self._current = None
+
+    def _close_empty(self, indices: range) -> None:
+        """A process that got no batch of a sharded pass (e.g. 1 row on 2 processes) still joins its gathers."""
+        for index in indices:
+            if self.requests[index].slices is not None:
+                self.results.append(self._result(self._new_pass(index)))
 
     def _result(self, run: _Pass) -> EvalResult:
         prefix, dataset = run.request.prefix, run.request.dataset

@@ -114,3 +114,16 @@ def test_sharded_pieces_are_scored_as_global_batches():
     calls, output = _run(_Owner(len(ROWS)), slices=slices, include_for_metrics=["loss"])
     assert calls == [(1, 2, False, [1.0, 1.0]), (2, 2, False, [2.0, 2.0]), (3, 1, True, [3.0, 3.0])]
     assert output.metrics["eval_rows"] == 5 and output.metrics["eval_loss"] == pytest.approx((2 + 4 + 3) / 5)
+
+
+@pytest.mark.parametrize("batch_metrics", [False, True])
+def test_a_process_without_batches_still_closes_every_sharded_pass(batch_metrics):
+    """1 eval row on 2 processes: rank 1 sees no batch, yet must join each pass's gathers (else rank 0 waits)."""
+    requests = [EvalRequest(name, [0], False, slices=collections.deque()) for name in ("eval_a", "eval_b")]
+    collector = EvalCollector(requests, args=_args(batch_eval_metrics=batch_metrics),
+                              prediction_step=_Owner(1).prediction_step, main_input_name="input_ids",
+                              compute_metrics=lambda pred, compute_result=False: {}, preprocess_logits_for_metrics=None,
+                              on_batch=lambda: None)
+    collector.finish()
+    collector.finish()  # a second end-of-loop call adds nothing
+    assert [r.prefix for r in collector.results] == ["eval_a", "eval_b"]
