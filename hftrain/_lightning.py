@@ -80,6 +80,8 @@ _LIGHTNING_NOISE = (
     ".*You defined a `validation_step` but have no `val_dataloader`.*",
     ".*module\\(s\\) in eval mode.*",  # HF switches the model to train mode at every step
     ".*custom batch sampler `ShardedBatchSampler` for prediction.*",  # it returns every sample (no drop_last)
+    ".*LeafSpec.*is deprecated.*",  # Lightning's own pytree helper under torch >= 2.10
+    ".*sync_dist=True.*when logging on epoch level.*",  # eval metrics are gathered over every process already
 )
 
 
