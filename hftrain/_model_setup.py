@@ -20,8 +20,11 @@ def apply_process_settings(args: Any) -> None:
 
 
 def enable_activation_checkpointing(model: torch.nn.Module, args: Any) -> None:
-    """HF (trainer.py:1503): ``every_n_layers`` and ``offload`` are taken out, the rest goes to torch's checkpoint."""
-    if not args.activation_checkpointing:
+    """HF (trainer.py:1503): ``every_n_layers`` and ``offload`` are taken out, the rest goes to torch's checkpoint.
+
+    ``fsdp_config["activation_checkpointing"]`` (FSDP's own switch in HF) checkpoints the same layers.
+    """
+    if not (args.activation_checkpointing or (args.fsdp_config or {}).get("activation_checkpointing")):
         return
     kwargs = dict(args.activation_checkpointing_kwargs or {})
     every_n_layers, offload = kwargs.pop("every_n_layers", 1), kwargs.pop("offload", False)

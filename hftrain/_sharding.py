@@ -9,6 +9,7 @@ Which modules are sharded follows HF: ``transformer_layer_cls_to_wrap``, else th
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +46,13 @@ def fsdp_plan(args: Any, model: nn.Module) -> FsdpPlan:
     )
 
 
+# what hftrain reads (``activation_checkpointing``: in _model_setup), and HF's normalised defaults / XLA switches
+_FSDP_CONFIG_KEYS = frozenset({
+    "transformer_layer_cls_to_wrap", "min_num_params", "reshard_after_forward", "cpu_offload", "state_dict_type",
+    "version", "activation_checkpointing", "auto_wrap_policy", "xla", "xla_fsdp_v2", "xla_fsdp_grad_ckpt",
+})
+
+
 def fsdp_strategy(args: Any, processes: int, ddp_options: dict[str, Any]) -> Any:
     """``ModelParallelStrategy`` over all processes (data parallel), or ``FSDPStrategy`` for ``version: 1``."""
     config = args.fsdp_config or {}
@@ -53,6 +61,10 @@ def fsdp_strategy(args: Any, processes: int, ddp_options: dict[str, Any]) -> Any
             "FSDP (`fsdp` / `strategy='fsdp'`) runs through Lightning's ModelParallelStrategy, which has no fp16 "
             "loss scaling: use `bf16=True` (or precision='bf16-mixed' / '16-true') instead of fp16."
         )
+    ignored = sorted(set(config) - _FSDP_CONFIG_KEYS)
+    if ignored:
+        warnings.warn(f"`fsdp_config` keys with no effect in hftrain (FSDP2 through Lightning): {ignored}.",
+                      UserWarning, stacklevel=2)
     full_checkpoint = str(config.get("state_dict_type", "FULL_STATE_DICT")).upper() != "SHARDED_STATE_DICT"
     if not full_checkpoint:
         raise ValueError(

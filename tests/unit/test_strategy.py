@@ -226,3 +226,17 @@ def test_save_on_each_node_lets_each_nodes_first_process_save(monkeypatch, on_ea
     for key, value in {"WORLD_SIZE": "4", "RANK": "2", "LOCAL_RANK": "0"}.items():  # node 1's first process
         monkeypatch.setenv(key, value)
     assert _args(save_on_each_node=on_each_node).should_save is expected
+
+
+def test_fsdp_activation_checkpointing_checkpoints_the_layers():
+    from hftrain._model_setup import enable_activation_checkpointing
+    from tests.helpers import tiny_bert_classifier
+
+    model = tiny_bert_classifier()
+    enable_activation_checkpointing(model, _args(fsdp=True, fsdp_config={"activation_checkpointing": True}))
+    assert model.is_gradient_checkpointing
+
+
+def test_fsdp_config_keys_without_effect_are_named():
+    with pytest.warns(UserWarning, match=r"no effect in hftrain.*\['forward_prefetch'\]"):
+        lightning_strategy(_args(fsdp=True, fsdp_config={"forward_prefetch": True}), TORCHRUN_2)
