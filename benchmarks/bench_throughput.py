@@ -1,4 +1,4 @@
-"""Training throughput on CPU: hftrain.Trainer vs transformers.Trainer vs a plain PyTorch loop.
+"""Training throughput: hftrain.Trainer vs transformers.Trainer vs a plain PyTorch loop, on CPU or one GPU.
 
 All three train the same small BERT sequence classifier: same config, same init seed, same synthetic data and data
 order, batch 16, 1 epoch, fused AdamW (HF's default ``adamw_torch_fused``, lr 5e-5, HF's two parameter groups),
@@ -9,6 +9,10 @@ losses agree to the last digit. Each run happens in its own fresh subprocess, so
     python benchmarks/bench_throughput.py --quick              # CI smoke: 6 steps, 1 repeat
     python benchmarks/bench_throughput.py --size tiny          # a model so small that framework overhead dominates
     python benchmarks/bench_throughput.py --framework hftrain   # one child run (prints a BENCH_RESULT json line)
+    python benchmarks/bench_throughput.py --device cuda --bf16 --size base --batch 32   # BERT-base on one GPU
+
+On a GPU every framework runs bf16 autocast with ``--bf16`` (the plain loop wraps its forward in
+``torch.autocast``), and the step clock synchronises the device before reading the time.
 
 Columns, per run (then the median over the repeats):
   samples/s   samples over the epoch excluding the first optimizer step (warm-up) / wall time of those steps
@@ -39,8 +43,10 @@ import sys
 import tempfile
 
 FRAMEWORKS = ("hftrain", "transformers", "plain")
-SEED, BATCH, LR, VOCAB = 1234, 16, 5e-5, 2000  # LR: HF's default learning_rate
+SEED, BATCH, LR, VOCAB = 1234, 16, 5e-5, 2000  # LR: HF's default learning_rate; BATCH: --batch changes it
+RUN = argparse.Namespace(device="cpu", bf16=False)  # --device / --bf16, the same in every child
 SIZES = {  # hidden, layers, heads, intermediate, sequence length
+    "base": (768, 12, 12, 3072, 128),  # BERT-base's shape: for a GPU
     "small": (128, 2, 2, 256, 64),
     "tiny": (16, 1, 1, 32, 8),  # ~1 ms of compute per step: measures the per-step overhead of the framework
 }
@@ -56,6 +62,10 @@ class Clock:
         self.steps, self.wall, self.cpu, self.first_wall, self.train_start = steps, [], [], None, None
 
     def step_done(self):
+        if RUN.device == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
         self.wall.append(time.perf_counter())
         if len(self.wall) in (1, self.steps):
             self.cpu.append(time.process_time())
@@ -110,7 +120,7 @@ def run_trainer(framework, rows, size, clock):
         args = TrainingArguments(
             output_dir=out, per_device_train_batch_size=BATCH, num_train_epochs=1, learning_rate=LR,
             save_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True, logging_steps=100_000,
-            seed=SEED, use_cpu=True,
+            seed=SEED, use_cpu=RUN.device == "cpu", bf16=RUN.bf16,
         )
         trainer = Trainer(model=model, args=args, train_dataset=dataset, callbacks=[StepClock()])
         clock.train_start = time.perf_counter()
@@ -124,6 +134,7 @@ def run_plain(rows, size, clock):
 
     t_imported = time.perf_counter()
     model, dataset = make_model_and_data(rows, size)
+    model.to(RUN.device)
     torch.manual_seed(SEED)  # the Trainers call set_seed(args.seed) after the model is built: same dropout masks
     clock.train_start = time.perf_counter()
     # HF's train order: randperm(N) from a generator seeded with the seed, independent of the global RNG
@@ -137,9 +148,11 @@ def run_plain(rows, size, clock):
     optimizer = torch.optim.AdamW(groups, lr=LR, betas=(0.9, 0.999), eps=1e-8, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, (total - step) / total))
     model.train()
-    loss_sum = torch.zeros(())
+    loss_sum = torch.zeros((), device=RUN.device)
     for batch in loader:
-        loss = model(**batch).loss
+        batch = {k: v.to(RUN.device, non_blocking=True) for k, v in batch.items()}
+        with torch.autocast(RUN.device, dtype=torch.bfloat16, enabled=RUN.bf16):
+            loss = model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -205,7 +218,8 @@ def fmt_row(name, r):
 
 def spawn(framework, rows, size, threads):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    cmd = [sys.executable, os.path.abspath(__file__), "--framework", framework, "--rows", str(rows), "--size", size]
+    cmd = [sys.executable, os.path.abspath(__file__), "--framework", framework, "--rows", str(rows), "--size", size,
+           "--batch", str(BATCH), "--device", RUN.device] + (["--bf16"] if RUN.bf16 else [])
     if threads:
         cmd += ["--threads", str(threads)]
     env["BENCH_LAUNCH_TIME"] = repr(time.time())
@@ -219,7 +233,9 @@ def spawn(framework, rows, size, threads):
 def parent(frameworks, rows, size, repeats, threads):
     import torch
 
-    print(f"torch {torch.__version__}, torch threads {threads or torch.get_num_threads()}"
+    device = torch.cuda.get_device_name(0) if RUN.device == "cuda" else "CPU"
+    print(f"torch {torch.__version__}, {device}{', bf16' if RUN.bf16 else ''}, "
+          f"torch threads {threads or torch.get_num_threads()}"
           f"{'' if threads else ' (default)'}, {os.cpu_count()} CPUs, model {size} {SIZES[size]}, "
           f"{rows} rows, batch {BATCH}, {rows // BATCH} steps, {repeats} repeat(s)")
     print(HEADER)
@@ -247,15 +263,20 @@ def parent(frameworks, rows, size, repeats, threads):
 
 
 def main():
+    global BATCH
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--framework", choices=FRAMEWORKS, help="run one framework in this process (child mode)")
-    p.add_argument("--rows", type=int, default=2048, help="training rows, a multiple of 16 (steps = rows / 16)")
+    p.add_argument("--rows", type=int, default=2048, help="training rows, a multiple of the batch")
     p.add_argument("--size", choices=SIZES, default="small")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--only", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS), help="frameworks to compare")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads in every child (0: torch's default)")
     p.add_argument("--quick", action="store_true", help="CI smoke: 6 steps, 1 repeat")
+    p.add_argument("--batch", type=int, default=BATCH, help="per-device batch size")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (HF's bf16=True) in every framework")
     a = p.parse_args()
+    BATCH, RUN.device, RUN.bf16 = a.batch, a.device, a.bf16
     if a.quick:
         a.rows, a.repeats = 6 * BATCH, 1
     if a.rows % BATCH or a.rows < 2 * BATCH:

@@ -16,6 +16,7 @@ import lightning as L
 import torch
 from typing_extensions import override
 
+from hftrain._deepspeed_checkpoint import deepspeed_engine, load_best_weights
 from hftrain._distributed import all_reduce_sum, world_size
 from hftrain._translate import TrainingPlan
 
@@ -54,9 +55,9 @@ class HFFlow(L.Callback):
         else:
             self.tr_loss += loss
 
-    def record_step(self, grad_norm: torch.Tensor, learning_rate: float) -> None:
+    def record_step(self, grad_norm: torch.Tensor | None, learning_rate: float) -> None:
         """The pre-clip norm and the LR of the optimizer step about to happen; fires ``on_pre_optimizer_step``."""
-        self.grad_norm = grad_norm.detach()
+        self.grad_norm = grad_norm.detach() if grad_norm is not None else None
         self.learning_rate = learning_rate
         self._event("on_pre_optimizer_step")
 
@@ -136,6 +137,10 @@ class HFFlow(L.Callback):
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # in every worker process: a spawned / forked worker's loss goes back to the caller with its state
         self.final_train_loss = self.train_loss()
+        engine = deepspeed_engine(trainer)
+        best = self.hf.state.best_model_checkpoint
+        if engine is not None and self.hf.args.load_best_model_at_end and best is not None:
+            load_best_weights(engine, self.hf.model, best)  # while the engine lives (Trainer._finish_training)
 
     def train_loss(self) -> float:
         """HF's ``train_loss``: the mean step loss of this ``train()`` call."""

@@ -95,12 +95,10 @@ def check_trainer_inputs(trainer: Trainer) -> None:
         )
     uses_deepspeed = bool(args.deepspeed) or type(args.strategy).__name__ == "DeepSpeedStrategy" or (
         isinstance(args.strategy, str) and args.strategy.startswith("deepspeed"))
-    if uses_deepspeed and args.save_strategy != "no":
+    if uses_deepspeed and args.save_only_model and args.load_best_model_at_end:  # HF training_args.py:896
         raise ValueError(
-            f"`save_strategy={args.save_strategy.value!r}` with DeepSpeed: hftrain does not write DeepSpeed's "
-            "partitioned (ZeRO) checkpoints yet, so a resume could not be exact. Set `save_strategy='no'` and call "
-            "`trainer.save_model()` after training (ZeRO stage 1/2), or use `strategy='fsdp'`, whose checkpoints "
-            "hftrain writes and resumes."
+            "DeepSpeed can't be used with `save_only_model` along with `load_best_model_at_end`: a model-only "
+            "checkpoint has no DeepSpeed states to load the best model from. Set `save_only_model=False`."
         )
     collator = trainer.data_collator
     if not callable(collator) and callable(getattr(collator, "collate_batch", None)):

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, rotate_checkpoints
 
-from hftrain import _sharding
+from hftrain import _deepspeed_checkpoint, _sharding
 from hftrain._distributed import all_gather_objects, barrier, rank, world_size
 
 TRAINER_STATE_NAME = "trainer_state.json"
@@ -59,11 +59,19 @@ def rng_state() -> dict[str, Any]:
     return state
 
 
-def write_atomically(final_dir: str, write: Callable[[str], None]) -> str:
-    """Call ``write(tmp_dir)`` then rename ``tmp_dir`` to ``final_dir`` (replacing an older one of that name)."""
+def temporary_dir(final_dir: str) -> str:
+    """A hidden folder beside ``final_dir`` that no other save uses (``get_last_checkpoint`` and rotation skip it)."""
+    parent = os.path.dirname(os.path.abspath(final_dir))
+    return os.path.join(parent, f".tmp-{os.path.basename(final_dir)}-{uuid.uuid4().hex[:8]}")
+
+
+def write_atomically(final_dir: str, write: Callable[[str], None], tmp_dir: str | None = None) -> str:
+    """Call ``write(tmp_dir)`` then rename ``tmp_dir`` to ``final_dir`` (replacing an older one of that name).
+
+    ``tmp_dir``: a folder other processes already wrote into (DeepSpeed's partitions); a fresh one by default."""
     parent = os.path.dirname(os.path.abspath(final_dir))
     os.makedirs(parent, exist_ok=True)
-    tmp_dir = os.path.join(parent, f".tmp-{os.path.basename(final_dir)}-{uuid.uuid4().hex[:8]}")
+    tmp_dir = tmp_dir or temporary_dir(final_dir)
     try:
         write(tmp_dir)
         if os.path.isdir(final_dir):
@@ -84,13 +92,30 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer | None,
     scheduler: Any,
     state: Any,
+    deepspeed_engine: Any = None,
 ) -> str:
-    """Write ``checkpoint-{global_step}`` and rotate older ones (never the newest or the best)."""
+    """Write ``checkpoint-{global_step}`` and rotate older ones (never the newest or the best).
+
+    Every process calls this. With a ``deepspeed_engine``, every process first writes its partition of the
+    engine's states into one shared temporary folder (``_deepspeed_checkpoint``), which the first process then
+    completes with HF's files and renames into place."""
     final_dir = os.path.join(output_dir, f"{PREFIX_CHECKPOINT_DIR}-{global_step}")
     rng_states = all_gather_objects(rng_state())  # every process's RNG, written by the first one
-    weights = _sharding.full_state_dict(model)  # FSDP: gathered from every process (None: not sharded)
+    tmp_dir = None
+    if deepspeed_engine is not None:
+        weights = _deepspeed_checkpoint.full_state_dict(deepspeed_engine)  # ZeRO-3: gathered from every process
+        tmp_dir = all_gather_objects(temporary_dir(final_dir))[0]  # the first process's name, for all
+        if not args.save_only_model:
+            try:
+                _deepspeed_checkpoint.save_engine_state(deepspeed_engine, tmp_dir, global_step)
+            except BaseException:
+                shutil.rmtree(tmp_dir, ignore_errors=True)  # the previous checkpoints stay as they were
+                raise
+        barrier()
+    else:
+        weights = _sharding.full_state_dict(model)  # FSDP: gathered from every process (None: not sharded)
     optimizer_state = None
-    if optimizer is not None and not args.save_only_model:
+    if optimizer is not None and not args.save_only_model and deepspeed_engine is None:
         sharded = weights is not None
         optimizer_state = _sharding.full_optimizer_state(model, optimizer) if sharded else optimizer.state_dict()
     if not args.should_save:
@@ -110,7 +135,7 @@ def save_checkpoint(
                 torch.save(states, os.path.join(tmp_dir, f"rng_state_{index}.pth"))
         state.save_to_json(os.path.join(tmp_dir, TRAINER_STATE_NAME))
 
-    write_atomically(final_dir, write)
+    write_atomically(final_dir, write, tmp_dir)
     rotate_checkpoints(
         output_dir, save_total_limit=args.save_total_limit,
         best_model_checkpoint=state.best_model_checkpoint, use_mtime=True,
@@ -189,12 +214,19 @@ def load_trainer_state(checkpoint_dir: str, state_cls: Any) -> Any:
     return state
 
 
-def load_optimizer_and_scheduler(checkpoint_dir: str, optimizer: Any, scheduler: Any, model: Any = None) -> None:
+def load_optimizer_and_scheduler(
+    checkpoint_dir: str, optimizer: Any, scheduler: Any, model: Any = None, deepspeed: bool = False
+) -> None:
     """HF loads both only when both files exist (a ``save_only_model`` checkpoint restarts them fresh).
 
     A sharded (FSDP) ``model``'s optimizer state was saved whole, keyed by parameter name: each process takes its
-    shard of it."""
+    shard of it. Under ``deepspeed`` the engine restores the optimizer (``_deepspeed_checkpoint.load_engine_state``,
+    once it exists) and only the scheduler is read here."""
     opt_file, sched_file = (os.path.join(checkpoint_dir, n) for n in ("optimizer.pt", "scheduler.pt"))
+    if deepspeed:
+        if os.path.isfile(sched_file) and _deepspeed_checkpoint.has_engine_state(checkpoint_dir):
+            scheduler.load_state_dict(torch_load(sched_file))
+        return
     if os.path.isfile(opt_file) and os.path.isfile(sched_file):
         if model is not None and _sharding.is_sharded(model):
             _sharding.load_full_optimizer_state(model, optimizer, torch_load(opt_file))

@@ -17,6 +17,7 @@ import torch
 from typing_extensions import override
 
 from hftrain._loss import normalises_by_num_items
+from hftrain._deepspeed_checkpoint import deepspeed_engine, load_engine_state
 from hftrain._sharding import fsdp_plan, is_sharded, plain_tensor, shard_model
 from hftrain.data import WindowInfo
 
@@ -101,8 +102,23 @@ class HFModule(L.LightningModule):
 
     @override
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        engine = deepspeed_engine(self.trainer)
+        if engine is not None and self.trainer.fit_loop._should_accumulate():
+            # DeepSpeed's engine is stepped on every micro-batch and updates only at its accumulation boundary
+            optimizer.step(closure=optimizer_closure)
+            return
+        if engine is not None:  # no clipping hook runs under DeepSpeed: HF's pre-step event from here
+            self.hf.flow.record_step(grad_norm=None, learning_rate=self.hf.current_learning_rate())
         optimizer.step(closure=optimizer_closure)
+        if engine is not None and engine.get_global_grad_norm() is not None:  # HF logs the engine's norm
+            self.hf.flow.grad_norm = torch.as_tensor(float(engine.get_global_grad_norm()))
         self.hf.flow.on_optimizer_step()
+
+    @override
+    def on_fit_start(self) -> None:
+        engine = deepspeed_engine(self.trainer)
+        if engine is not None and self.hf._resume_from is not None:  # the engine exists only now
+            load_engine_state(engine, self.hf._resume_from)
 
     @override
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:

@@ -43,7 +43,7 @@ from transformers.trainer_utils import (
     speed_metrics,
 )
 
-from hftrain import _loss, _sharding, checkpointing, data, optim
+from hftrain import _deepspeed_checkpoint, _loss, _sharding, checkpointing, data, optim
 from hftrain._env import detect_env
 from hftrain._evaluation import EvalCollector, EvalRequest, EvalResult, add_speed_metrics
 from hftrain._lightning import build_lightning_trainer, quiet_lightning
@@ -248,7 +248,8 @@ class Trainer:
         self.create_optimizer_and_scheduler(self.state.max_steps)
         if self._resume_from is not None:
             checkpointing.load_optimizer_and_scheduler(
-                self._resume_from, self.optimizer, self.lr_scheduler, self.model
+                self._resume_from, self.optimizer, self.lr_scheduler, self.model,
+                deepspeed=_deepspeed_checkpoint.runs_deepspeed(self.lightning_trainer),
             )
         self.callback_handler.optimizer, self.callback_handler.lr_scheduler = self.optimizer, self.lr_scheduler
         if optim.is_metric_driven(self.lr_scheduler):  # stepped by the flow after evaluations
@@ -364,7 +365,8 @@ class Trainer:
         self.is_in_train = False
         self.log(metrics)
         best = self.state.best_model_checkpoint
-        if self.args.load_best_model_at_end and best is not None:
+        deepspeed = _deepspeed_checkpoint.runs_deepspeed(self.lightning_trainer)  # its engine loaded it (HFFlow)
+        if self.args.load_best_model_at_end and best is not None and not deepspeed:
             checkpointing.load_model_weights(self.model, best)
         self.control = self.callback_handler.on_train_end(self.args, self.state, self.control)
         return TrainOutput(self.state.global_step, train_loss, metrics)
@@ -512,10 +514,15 @@ class Trainer:
             output_dir=self.args.output_dir, global_step=self.state.global_step, model=self.model,
             processing_class=self.processing_class, args=self.args, optimizer=self.optimizer,
             scheduler=self.lr_scheduler, state=self.state,
+            deepspeed_engine=_deepspeed_checkpoint.deepspeed_engine(self.lightning_trainer),
         )
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        weights = _sharding.full_state_dict(self.model)  # FSDP: every process takes part in gathering the weights
+        engine = _deepspeed_checkpoint.deepspeed_engine(self.lightning_trainer)
+        if engine is None:  # FSDP: every process takes part in gathering the weights
+            weights = _sharding.full_state_dict(self.model)
+        else:  # ZeRO-3: likewise
+            weights = _deepspeed_checkpoint.full_state_dict(engine)
         if self.args.should_save:
             checkpointing.save_model_files(
                 self.model, output_dir or self.args.output_dir, self.processing_class, self.args, weights

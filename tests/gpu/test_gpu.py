@@ -33,5 +33,10 @@ def test_gpu_check_code_paths_on_the_cpu(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_gpu_check(tmp_path):
-    report = _run(tmp_path / "gpu.json")
-    assert all(report[name]["ok"] for name in ("bf16", "fp16", "fsdp", "throughput"))
+    import importlib.util
+
+    deepspeed = importlib.util.find_spec("deepspeed") is not None
+    report = _run(tmp_path / "gpu.json", *(["--deepspeed"] if deepspeed else []))
+    names = ["bf16", "fp16", "fsdp", "throughput"]
+    names += ["deepspeed_zero2", "deepspeed_zero3", "deepspeed_parity"] if deepspeed else []
+    assert all(report[name]["ok"] for name in names)
