@@ -12,12 +12,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import lightning as L
-from lightning.pytorch.strategies import DeepSpeedStrategy, ModelParallelStrategy
 import torch
-from typing_extensions import override
+from lightning.pytorch.strategies import DeepSpeedStrategy, ModelParallelStrategy
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+from typing_extensions import Self, override
 
-from hftrain._loss import normalises_by_num_items
 from hftrain._deepspeed_checkpoint import deepspeed_engine, load_engine_state
+from hftrain._loss import normalises_by_num_items
 from hftrain._sharding import fsdp_plan, is_sharded, plain_tensor, shard_model
 from hftrain.data import WindowInfo
 
@@ -46,6 +47,7 @@ class HFModule(L.LightningModule):
         self.collector: EvalCollector | None = None
         self._scale_before_step: float | None = None
         self._uses_num_items: bool | None = None
+        self._stay_at_teardown = False
 
     @property
     def hf(self) -> Trainer:
@@ -119,6 +121,34 @@ class HFModule(L.LightningModule):
         engine = deepspeed_engine(self.trainer)
         if engine is not None and self.hf._resume_from is not None:  # the engine exists only now
             load_engine_state(engine, self.hf._resume_from)
+
+    # ---- after fit / validate / predict: the weights and optimizer state stay where they are, as in HF ----------
+    @override
+    def on_train_end(self) -> None:  # the last hook before the teardown (on_fit_end comes after it)
+        if self._keep_in_place():
+            self.trainer.strategy.optimizers = []  # the strategy's teardown would move their state to the CPU
+
+    @override
+    def on_validation_end(self) -> None:
+        self._keep_in_place()
+
+    @override
+    def on_predict_end(self) -> None:
+        self._keep_in_place()
+
+    def _keep_in_place(self) -> bool:
+        """Lightning's teardown parks the model (and the optimizer state) on the CPU: on a GPU, a round trip of the
+        weights per ``train()`` / ``evaluate()`` and host memory to hold them, where HF leaves both on the device.
+        Spawned / forked workers end after the run, so there Lightning's teardown runs as it is."""
+        self._stay_at_teardown = not isinstance(self.trainer.strategy.launcher, _MultiProcessingLauncher)
+        return self._stay_at_teardown
+
+    @override
+    def cpu(self) -> Self:
+        if self._stay_at_teardown:  # the teardown's call, once; a user's own .cpu() moves the model
+            self._stay_at_teardown = False
+            return self
+        return super().cpu()
 
     @override
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:

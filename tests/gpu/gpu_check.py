@@ -70,9 +70,15 @@ def check_precision(flag: str, smoke: bool, size: dict) -> dict:
                                      _args(module.TrainingArguments, out, smoke, **{flag: True}), train_dataset=data)
             trainer.train()
             runs[name] = _losses(trainer.state.log_history)
+            if name == "hftrain":  # HF leaves the weights and the optimizer state on the device after train()
+                states = trainer.optimizer.state.values()
+                after = {"model": next(trainer.model.parameters()).device.type, "optimizer_state": sorted(
+                    {t.device.type for s in states for t in s.values() if torch.is_tensor(t) and t.dim() > 0})}
     diff = max(abs(a - b) / max(abs(b), 1e-8) for a, b in zip(runs["hftrain"], runs["transformers"]))
-    ok = len(runs["hftrain"]) == len(runs["transformers"]) and diff < size["rtol"]
-    return {"ok": ok, "max_rel_loss_diff": diff, "steps": len(runs["hftrain"]), "last_loss": runs["hftrain"][-1]}
+    stayed = smoke or after == {"model": "cuda", "optimizer_state": ["cuda"]}
+    ok = len(runs["hftrain"]) == len(runs["transformers"]) and diff < size["rtol"] and stayed
+    return {"ok": ok, "max_rel_loss_diff": diff, "steps": len(runs["hftrain"]), "last_loss": runs["hftrain"][-1],
+            "devices_after_train": after}
 
 
 def check_fsdp(smoke: bool, size: dict) -> dict:

@@ -163,3 +163,30 @@ def test_optimizers_override_and_model_init(tmp_path):
     trainer = Trainer(model_init=lambda: tiny_bert_classifier(), args=_args(tmp_path, max_steps=1),
                       train_dataset=classification_rows(8))
     assert trainer.train().global_step == 1
+
+
+def test_weights_and_optimizer_state_stay_where_they_trained(tmp_path):
+    """Lightning's teardown would park the model and the optimizer state on the CPU after fit / validate (on a GPU:
+    a copy of both each call, host memory to hold them); HF leaves them on the device, and so does hftrain.
+    ``tests/gpu/gpu_check.py`` checks the devices themselves on a GPU."""
+    model = tiny_bert_classifier()
+    trainer = Trainer(model, _args(tmp_path, max_steps=2), train_dataset=classification_rows(16),
+                      eval_dataset=classification_rows(8))
+    moved = []
+    original_cpu = torch.nn.Module.cpu
+
+    def spy(module):
+        moved.append(type(module).__name__)
+        return original_cpu(module)
+
+    torch.nn.Module.cpu = spy
+    try:
+        trainer.train()
+        trainer.evaluate()
+    finally:
+        torch.nn.Module.cpu = original_cpu
+    assert moved == []  # neither the fit's nor the validate's teardown moved the model
+    assert trainer.optimizer.state  # the optimizer state is intact after train()
+    trainer.lightning_module.cpu()  # a user's own .cpu() still moves the model
+    assert moved == []  # (spy removed) and no flag left over to swallow it:
+    assert trainer.lightning_module._stay_at_teardown is False
