@@ -17,6 +17,7 @@ metrics see each sample exactly once, in dataset order, and each batch's loss is
 
 from __future__ import annotations
 
+import atexit
 import collections
 import math
 from collections.abc import Iterator
@@ -107,3 +108,24 @@ def all_gather_objects(obj: Any) -> list[Any]:
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()
+
+
+def destroy_process_group_at_exit() -> None:
+    """Destroy the process group before the interpreter finalises, whatever its backend (once per process).
+
+    Lightning registers this for NCCL only. A gloo group left alive holds work on its own threads, and their
+    clean-up during interpreter finalisation can abort the process ("terminate called without an active
+    exception", SIGABRT) after a run that succeeded: pytorch/pytorch#179291. Does nothing without a process group.
+    """
+    global _destroy_registered
+    if dist.is_available() and dist.is_initialized() and not _destroy_registered:
+        atexit.register(_destroy_process_group)
+        _destroy_registered = True
+
+
+_destroy_registered = False
+
+
+def _destroy_process_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

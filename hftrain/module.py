@@ -18,6 +18,7 @@ from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcess
 from typing_extensions import Self, override
 
 from hftrain._deepspeed_checkpoint import deepspeed_engine, load_engine_state
+from hftrain._distributed import destroy_process_group_at_exit
 from hftrain._loss import normalises_by_num_items
 from hftrain._sharding import fsdp_plan, is_sharded, plain_tensor, shard_model
 from hftrain.data import WindowInfo
@@ -115,6 +116,10 @@ class HFModule(L.LightningModule):
         if engine is not None and engine.get_global_grad_norm() is not None:  # HF logs the engine's norm
             self.hf.flow.grad_norm = torch.as_tensor(float(engine.get_global_grad_norm()))
         self.hf.flow.on_optimizer_step()
+
+    @override
+    def setup(self, stage: str) -> None:
+        destroy_process_group_at_exit()  # Lightning started the processes by now (fit, validate or predict)
 
     @override
     def on_fit_start(self) -> None:

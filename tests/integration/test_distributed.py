@@ -103,3 +103,24 @@ def _assert_same_run(one: dict, two: dict, task: str) -> None:
         assert two["labels"].shape[0] == one["labels"].shape[0] == 11
     for name, tensor in one["weights"].items():
         torch.testing.assert_close(two["weights"][name], tensor, rtol=1e-4, atol=1e-6, msg=name)
+
+
+EXIT_CHECK = """
+import atexit, sys, torch, torch.distributed as dist
+from hftrain import Trainer, TrainingArguments
+from tests.helpers import classification_rows, tiny_bert_classifier
+
+dist.init_process_group("gloo", store=dist.FileStore(sys.argv[1], 1), rank=0, world_size=1)
+atexit.register(lambda: print("group alive at exit:", dist.is_initialized()))  # runs after hftrain's handler
+Trainer(tiny_bert_classifier(), TrainingArguments(sys.argv[2], max_steps=1, report_to="none", use_cpu=True),
+        train_dataset=classification_rows(4, seed=0)).train()
+"""
+
+
+def test_process_group_is_destroyed_before_the_interpreter_exits(tmp_path):
+    """A gloo group left to interpreter finalisation can abort a finished run (SIGABRT, pytorch#179291)."""
+    done = subprocess.run([sys.executable, "-c", EXIT_CHECK, str(tmp_path / "store"), str(tmp_path / "out")],
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "group alive at exit: False" in done.stdout
