@@ -9,6 +9,10 @@ optimizer state exactly. Beside it, the checkpoint keeps HF's files: the full 16
 ``scheduler.pt`` (the scheduler is HF's, stepped by Lightning, not DeepSpeed's), the RNG states and
 ``trainer_state.json``.
 
+DeepSpeed opens its files with ``torch.load(weights_only=False)``, which would run any code pickled into them. Before it
+does, hftrain reads every one with ``weights_only=True``, allowing only the plain data classes DeepSpeed itself
+pickles, and refuses a file that needs anything else: nothing pickled runs unless the user allows it.
+
 Example (every process of a DeepSpeed run):
     >>> engine = deepspeed_engine(lightning_trainer)  # doctest: +SKIP
     >>> save_engine_state(engine, "out/.tmp-checkpoint-4-1a2b", global_step=4)  # doctest: +SKIP
@@ -18,12 +22,22 @@ Example (every process of a DeepSpeed run):
 from __future__ import annotations
 
 import glob
+import importlib
 import os
+import pickle
 from typing import Any
 
 import torch
 
 MODULE_PREFIX = "model."  # the engine wraps HFModule, which holds the HF model as ``.model``
+# what DeepSpeed pickles beside tensors and builtins (found with torch.serialization.get_unsafe_globals_in_checkpoint
+# on ZeRO-0..3 checkpoints, fp32 / bf16 / fp16): an enum, the loss scalers' attributes, bf16's fragment addresses
+DEEPSPEED_DATA_CLASSES = (
+    "deepspeed.runtime.zero.config.ZeroStageEnum",
+    "deepspeed.runtime.fp16.loss_scaler.LossScaler",
+    "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler",
+    "deepspeed.utils.tensor_fragment.fragment_address",
+)
 
 
 def runs_deepspeed(lightning_trainer: Any) -> bool:
@@ -72,7 +86,8 @@ def load_engine_state(engine: Any, checkpoint_dir: str) -> None:
 
     Raises:
         ValueError: the checkpoint has no ``global_step*`` folder (written with ``save_only_model=True`` or without
-            DeepSpeed), or DeepSpeed could not load it; the message names the folder.
+            DeepSpeed), one of its files would run pickled code (:func:`check_engine_files`), or DeepSpeed could not
+            load it; the message names the folder or the file.
     """
     if not has_engine_state(checkpoint_dir):
         raise ValueError(
@@ -81,11 +96,47 @@ def load_engine_state(engine: Any, checkpoint_dir: str) -> None:
             "DeepSpeed). Resume from a checkpoint this DeepSpeed setup wrote, or start without "
             "`resume_from_checkpoint` and load the weights with `from_pretrained`."
         )
+    check_engine_files(checkpoint_dir)
     load_path, _ = engine.load_checkpoint(
         checkpoint_dir, load_module_strict=True, load_optimizer_states=True, load_lr_scheduler_states=False
     )
     if load_path is None:
         raise ValueError(f"[deepspeed] failed to resume from checkpoint {checkpoint_dir}")
+
+
+def check_engine_files(checkpoint_dir: str) -> None:
+    """Read every file of the engine's ``global_step*`` folders without executing pickled code (memory-mapped, so
+    the tensors are not read), allowing only :data:`DEEPSPEED_DATA_CLASSES` and what
+    ``torch.serialization.add_safe_globals`` allows.
+
+    Raises:
+        ValueError: a file would run other pickled code (the message names it, its classes, and the opt-in), or it
+            is damaged.
+    """
+    from transformers.trainer_pt_utils import safe_globals
+
+    allowed = [cls for cls in map(_import_class, DEEPSPEED_DATA_CLASSES) if cls is not None]
+    for path in sorted(glob.glob(os.path.join(checkpoint_dir, "global_step*", "*.pt"))):
+        try:
+            with safe_globals(), torch.serialization.safe_globals(allowed):
+                torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except pickle.UnpicklingError as exc:
+            names = sorted(set(torch.serialization.get_unsafe_globals_in_checkpoint(path)) - set(DEEPSPEED_DATA_CLASSES))
+            raise ValueError(
+                f"Checkpoint file {path} holds pickled objects that would run code when loaded: "
+                f"{', '.join(names) or exc}. hftrain loads only plain data from checkpoints. If you trust this file, "
+                "allow these classes with `torch.serialization.add_safe_globals([...])` before resuming."
+            ) from exc
+        except Exception as exc:
+            raise ValueError(f"Checkpoint file {path} is corrupt or was not written by DeepSpeed: {exc}") from exc
+
+
+def _import_class(qualified_name: str) -> type | None:
+    module, _, name = qualified_name.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):  # another DeepSpeed version: it does not pickle this class
+        return None
 
 
 def load_best_weights(engine: Any, model: torch.nn.Module, checkpoint_dir: str) -> None:

@@ -121,6 +121,6 @@ def test_process_group_is_destroyed_before_the_interpreter_exits(tmp_path):
     """A gloo group left to interpreter finalisation can abort a finished run (SIGABRT, pytorch#179291)."""
     done = subprocess.run([sys.executable, "-c", EXIT_CHECK, str(tmp_path / "store"), str(tmp_path / "out")],
                           cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "group alive at exit: False" in done.stdout

@@ -1,5 +1,6 @@
-"""DeepSpeed checkpoints in HF's layout, with a stand-in engine (DeepSpeed needs CUDA; ``tests/gpu/gpu_check.py
---deepspeed`` runs the real engine: bitwise resume under ZeRO-2 and ZeRO-3)."""
+"""DeepSpeed checkpoints in HF's layout, with a stand-in engine (DeepSpeed is not a dependency, and Lightning runs it
+on CUDA only; ``tests/integration/test_deepspeed_cpu.py`` drives a real engine on the CPU where DeepSpeed is
+installed, and ``tests/gpu/gpu_check.py --deepspeed`` the whole Trainer: bitwise resume under ZeRO-2 and ZeRO-3)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ class FakeEngine:
 
     def save_checkpoint(self, save_dir: str, tag: str) -> None:
         os.makedirs(os.path.join(save_dir, tag), exist_ok=True)
-        Path(save_dir, tag, "mp_rank_00_model_states.pt").write_bytes(b"partition")
+        torch.save({"module": self.model.state_dict(), "ds_version": "0.19.8"},
+                   Path(save_dir, tag, "mp_rank_00_model_states.pt"))
         if self.fail:
             raise OSError("disk full")
         Path(save_dir, "latest").write_text(tag)
@@ -100,6 +102,34 @@ def test_load_engine_state_asks_for_optimizer_states_and_names_a_folder_without_
         _deepspeed_checkpoint.load_engine_state(engine, str(model_only))
     with pytest.raises(ValueError, match="failed to resume from checkpoint"):
         _deepspeed_checkpoint.load_engine_state(FakeEngine(nn.Linear(3, 2), load_ok=False), str(path))
+
+
+class Payload:
+    """A class a pickle names: loading an instance runs its module's code, so it is not plain data."""
+
+    def __init__(self) -> None:
+        self.command = "anything"
+
+
+def test_engine_files_that_would_run_pickled_code_are_refused_before_deepspeed_opens_them(tmp_path):
+    path, _ = _save(tmp_path, FakeEngine(nn.Linear(3, 2)))
+    states = path / "global_step4" / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    torch.save({"optimizer_state_dict": {"loss_scaler": Payload()}}, states)
+    engine = FakeEngine(nn.Linear(3, 2))
+    with pytest.raises(ValueError, match=r"zero_pp_rank_0_mp_rank_00_optim_states.pt holds pickled objects .*"
+                                         r"test_deepspeed_checkpoint.Payload.*add_safe_globals"):
+        _deepspeed_checkpoint.load_engine_state(engine, str(path))
+    assert engine.loaded == []  # DeepSpeed never saw the file
+    with torch.serialization.safe_globals([Payload]):  # the user's opt-in: torch's own allowlist
+        _deepspeed_checkpoint.load_engine_state(engine, str(path))
+    assert len(engine.loaded) == 1
+
+
+def test_a_damaged_engine_file_is_named(tmp_path):
+    path, _ = _save(tmp_path, FakeEngine(nn.Linear(3, 2)))
+    (path / "global_step4" / "mp_rank_00_model_states.pt").write_bytes(b"half a zip")
+    with pytest.raises(ValueError, match=r"mp_rank_00_model_states.pt is corrupt"):
+        _deepspeed_checkpoint.load_engine_state(FakeEngine(nn.Linear(3, 2)), str(path))
 
 
 def test_resume_reads_only_the_scheduler_the_engine_restores_the_optimizer(tmp_path):
