@@ -32,13 +32,13 @@ _EXPORTS = {
     "IntervalStrategy": "hftrain.trainer_utils",
     "SchedulerType": "hftrain.trainer_utils",
     "set_seed": "hftrain.trainer_utils",
-    "HFModule": "hftrain.module",
+    "HFModule": "hftrain._loop.module",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:
-    from hftrain.module import HFModule
+    from hftrain._loop.module import HFModule
     from hftrain.trainer import Trainer
     from hftrain.trainer_seq2seq import Seq2SeqTrainer
     from hftrain.trainer_callback import (

@@ -1,11 +1,11 @@
 """``Trainer``: HF's training API as a thin facade over ``lightning.Trainer``.
 
 The constructor and methods are transformers 5.x's; each call builds a Lightning ``Trainer`` from the arguments
-(:mod:`hftrain._translate`) and runs ``fit`` / ``validate`` / ``predict`` on one :class:`~hftrain.module.HFModule`.
-HF's semantics live in small modules: data order and windows (:mod:`hftrain.data`), the loss contract
-(:mod:`hftrain._loss`), optimizers (:mod:`hftrain.optim`), the flow of events, logs, evaluations and saves
-(:mod:`hftrain._flow`), evaluation outputs (:mod:`hftrain._evaluation`) and checkpoints
-(:mod:`hftrain.checkpointing`).
+(:mod:`hftrain._translate.build`) and runs ``fit`` / ``validate`` / ``predict`` on one :class:`~hftrain._loop.module.HFModule`.
+HF's semantics live in small modules: data order and windows (:mod:`hftrain._loop.data`), the loss contract
+(:mod:`hftrain._loop.loss`), optimizers (:mod:`hftrain._loop.optim`), the flow of events, logs, evaluations and saves
+(:mod:`hftrain._loop.flow`), evaluation outputs (:mod:`hftrain._loop.evaluation`) and checkpoints
+(:mod:`hftrain._loop.checkpoint`).
 """
 
 from __future__ import annotations
@@ -43,17 +43,18 @@ from transformers.trainer_utils import (
     speed_metrics,
 )
 
-from hftrain import _deepspeed_checkpoint, _loss, _sharding, checkpointing, data, optim
-from hftrain._env import detect_env
-from hftrain._evaluation import EvalCollector, EvalRequest, EvalResult, add_speed_metrics
-from hftrain._lightning import build_lightning_trainer, quiet_lightning
-from hftrain._flow import HFFlow, disable_lightning_val_schedule, run_validation_now
-from hftrain._model_setup import apply_process_settings, enable_activation_checkpointing
-from hftrain._support import check_supported
-from hftrain._translate import TrainingPlan, training_plan
-from hftrain._trainer_checks import check_trainer_inputs, coerce_args, split_callbacks
-from hftrain.loggers import build_loggers, rewrite_logs
-from hftrain.module import HFModule
+from hftrain._backends import deepspeed_checkpoint as _deepspeed_checkpoint, fsdp as _sharding
+from hftrain._loop import checkpoint as checkpointing, data, loss as _loss, optim
+from hftrain._translate.env import detect_env
+from hftrain._loop.evaluation import EvalCollector, EvalRequest, EvalResult, add_speed_metrics
+from hftrain._translate.lightning import build_lightning_trainer, quiet_lightning
+from hftrain._loop.flow import HFFlow, disable_lightning_val_schedule, run_validation_now
+from hftrain._loop.model_setup import apply_process_settings, enable_activation_checkpointing
+from hftrain._args.support import check_supported
+from hftrain._translate.build import TrainingPlan, training_plan
+from hftrain._args.checks import check_trainer_inputs, coerce_args, split_callbacks
+from hftrain._loop.loggers import build_loggers, rewrite_logs
+from hftrain._loop.module import HFModule
 from hftrain.trainer_callback import (
     CallbackHandler,
     DefaultFlowCallback,
@@ -160,7 +161,7 @@ class Trainer:
         self.lightning_module = HFModule(model, self)
 
     def _new_state(self) -> TrainerState:
-        from hftrain._callback_state import refresh_callback_states
+        from hftrain._callbacks.state import refresh_callback_states
 
         return TrainerState(
             is_local_process_zero=self.is_local_process_zero(),
@@ -325,7 +326,7 @@ class Trainer:
             checkpointing.load_model_weights(self.model, checkpoint)
             self.state = checkpointing.load_trainer_state(checkpoint, TrainerState)
             if args.restore_callback_states_from_checkpoint:  # HF's _load_callback_state
-                from hftrain._callback_state import restore_callback_states
+                from hftrain._callbacks.state import restore_callback_states
 
                 self.control = restore_callback_states(self.state.stateful_callbacks, self.callback_handler,
                                                        self.control)
@@ -498,7 +499,7 @@ class Trainer:
 
     # ---- saving and logging ----------------------------------------------------------------------------------
     def save_checkpoint(self) -> str:
-        from hftrain._callback_state import refresh_callback_states
+        from hftrain._callbacks.state import refresh_callback_states
 
         self.store_flos()  # HF: trainer_state.json carries the FLOs so far
         if self.args.should_save:  # HF: each stateful callback's and the control's state as of this save

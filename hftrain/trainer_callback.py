@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from transformers.trainer_utils import IntervalStrategy, SaveStrategy, has_length
 from transformers.utils import logging
 
-from hftrain._callback_base import ExportableState, TrainerCallback, TrainerControl, TrainerState
+from hftrain._callbacks.base import ExportableState, TrainerCallback, TrainerControl, TrainerState
 
 if TYPE_CHECKING:
     from hftrain.training_args import TrainingArguments

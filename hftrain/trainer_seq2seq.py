@@ -8,7 +8,7 @@ import lightning as L
 import torch
 from torch import nn
 
-from hftrain.generation import (
+from hftrain._loop.generation import (
     check_can_generate,
     generate_step,
     load_generation_config,

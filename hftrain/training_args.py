@@ -33,7 +33,7 @@ from transformers.utils import ExplicitEnum
 from transformers.utils import logging as hf_logging
 from typing_extensions import Self
 
-from hftrain._args_normalise import (
+from hftrain._args.normalise import (
     accelerator_config_dict,
     bf16_gpu_available,
     dict_dtype_to_str,
@@ -44,9 +44,9 @@ from hftrain._args_normalise import (
     tf32_available,
     to_enum,
 )
-from hftrain._hf_fields import _TRAINER_LOG_LEVELS, OptimizerNames
-from hftrain._lightning_fields import LIGHTNING_FIELDS, _LightningFields, describe
-from hftrain._removed_args import accept_removed_names
+from hftrain._args.fields import _TRAINER_LOG_LEVELS, OptimizerNames
+from hftrain._args.lightning import LIGHTNING_FIELDS, _LightningFields, describe
+from hftrain._args.removed import accept_removed_names
 
 __all__ = ["OptimizerNames", "ParallelMode", "TrainingArguments"]
 
@@ -72,7 +72,7 @@ class ParallelMode(ExplicitEnum):
 class TrainingArguments(_LightningFields):
     """HF's ``TrainingArguments`` (transformers 5.24): same fields, defaults, checks and helpers.
 
-    Every field, with its help text, is declared in ``hftrain/_hf_fields.py``. ``HfArgumentParser`` accepts this
+    Every field, with its help text, is declared in ``hftrain/_args/fields.py``. ``HfArgumentParser`` accepts this
     class as it accepts HF's. Differences, all because hftrain runs one device per process under Lightning:
     ``n_gpu`` is 0 or 1 and ``train_batch_size == per_device_train_batch_size`` (no ``nn.DataParallel``);
     ``device``, ``world_size`` and the process indices come from ``LOCAL_RANK`` / ``RANK`` / ``WORLD_SIZE``;

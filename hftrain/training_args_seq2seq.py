@@ -8,8 +8,8 @@ from typing import Any
 
 from transformers.generation import GenerationConfig
 
-from hftrain._hf_fields import _Seq2SeqFields
-from hftrain._removed_args import accept_removed_names
+from hftrain._args.fields import _Seq2SeqFields
+from hftrain._args.removed import accept_removed_names
 from hftrain.training_args import TrainingArguments
 
 __all__ = ["Seq2SeqTrainingArguments"]

@@ -1,4 +1,4 @@
-"""Write ``hftrain/_hf_fields.py`` from the installed transformers.
+"""Write ``hftrain/_args/fields.py`` from the installed transformers.
 
 hftrain's ``TrainingArguments`` must declare exactly HF's fields (name, order, type, default, argparse metadata), but
 importing ``transformers.training_args`` pulls in accelerate. So the declarations are copied once, by this script,
@@ -6,7 +6,7 @@ into a module that only needs ``transformers.trainer_utils`` / ``debug_utils`` /
 the copy with the installed transformers, so an upstream change fails CI until this script is re-run.
 
 Run:
-    python scripts/generate_hf_fields.py            # writes hftrain/_hf_fields.py
+    python scripts/generate_hf_fields.py            # writes hftrain/_args/fields.py
     python scripts/generate_hf_fields.py --check    # exit 1 if the file is out of date
 """
 
@@ -26,7 +26,7 @@ import transformers
 from transformers import Seq2SeqTrainingArguments, TrainingArguments
 from transformers.training_args import OptimizerNames, trainer_log_levels
 
-OUTPUT = Path(__file__).resolve().parents[1] / "hftrain" / "_hf_fields.py"
+OUTPUT = Path(__file__).resolve().parents[1] / "hftrain" / "_args" / "fields.py"
 _LINE_LENGTH = 120  # pyproject's ruff line-length: the output must be stable under `ruff format`
 
 # Where the classes named in HF's annotations can be imported from without importing accelerate.

@@ -11,7 +11,7 @@ import deepspeed
 import torch
 from transformers import get_linear_schedule_with_warmup
 
-from hftrain._deepspeed_checkpoint import load_engine_state, save_engine_state
+from hftrain._backends.deepspeed_checkpoint import load_engine_state, save_engine_state
 from tests.helpers import tiny_bert_classifier
 
 

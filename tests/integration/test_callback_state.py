@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import hftrain
-from hftrain import _callback_state
+from hftrain._callbacks import state as _callback_state
 from hftrain.trainer_callback import (
     CallbackHandler,
     DefaultFlowCallback,
@@ -169,7 +169,7 @@ def test_resume_starts_callbacks_afresh_by_default(checkpoints, tmp_path):
 def test_restore_warns_about_checkpointed_callbacks_this_run_lacks(checkpoints, tmp_path, caplog):
     trainer = _trainer(tmp_path, [EarlyStoppingCallback(3)], _worsening_metric(10.0),
                        restore_callback_states_from_checkpoint=True)
-    with caplog.at_level(logging.WARNING, logger="hftrain._callback_state"):
+    with caplog.at_level(logging.WARNING, logger="hftrain._callbacks.state"):
         trainer.train(resume_from_checkpoint=str(checkpoints / "checkpoint-2"))
     assert "Checkpoint included callbacks not included in current configuration. Ignoring. (StepCounter)" in (
         caplog.text
@@ -215,7 +215,7 @@ def test_restore_matches_transformers_load_callback_state(caplog):
         [DefaultFlowCallback(), EarlyStoppingCallback(9), PrinterCallback(), EarlyStoppingCallback(8)],
         None, None, None, None,
     )
-    with caplog.at_level(logging.WARNING, logger="hftrain._callback_state"):
+    with caplog.at_level(logging.WARNING, logger="hftrain._callbacks.state"):
         control = _callback_state.restore_callback_states(stored, handler, TrainerControl())
 
     assert [type(cb).__name__ for cb in handler.callbacks] == [type(cb).__name__ for cb in hf_callbacks] == [

@@ -108,7 +108,7 @@ def test_report_to_mlflow_writes_a_local_store(tmp_path):
 
 
 def test_unknown_or_missing_logger_packages_are_clear_errors(tmp_path, monkeypatch):
-    from hftrain import loggers
+    from hftrain._loop import loggers
 
     with pytest.raises(ValueError, match="comet_ml.*not supported by hftrain yet"):
         loggers.build_loggers(["comet_ml"], str(tmp_path))

@@ -62,7 +62,7 @@ def _args(tmp_path, **kwargs):
 
 
 def test_a_crash_while_saving_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
-    from hftrain import checkpointing
+    from hftrain._loop import checkpoint as checkpointing
 
     trainer = Trainer(tiny_bert_classifier(), _args(tmp_path), train_dataset=classification_rows(16))
     real = checkpointing.save_model_files

@@ -12,7 +12,9 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from hftrain import Trainer, TrainerState, TrainingArguments, _deepspeed_checkpoint, checkpointing
+from hftrain import Trainer, TrainerState, TrainingArguments
+from hftrain._backends import deepspeed_checkpoint as _deepspeed_checkpoint
+from hftrain._loop import checkpoint as checkpointing
 from tests.helpers import ListDataset
 
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from hftrain import TrainingArguments
-from hftrain._deepspeed_xla import deepspeed_config, deepspeed_strategy, unresolved_keys, xla_precision, xla_strategy
+from hftrain._backends.deepspeed_xla import deepspeed_config, deepspeed_strategy, unresolved_keys, xla_precision, xla_strategy
 
 # an HF-style config (transformers' tests/deepspeed/ds_config_zero3.json, trimmed): every value HF fills is "auto"
 HF_ZERO3 = {

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from hftrain import TrainingArguments
-from hftrain.data import AccumulationWindows, SeededRandomSampler, count_label_items
-from hftrain.optim import create_optimizer, create_scheduler, decay_parameter_names, optimizer_cls_and_kwargs
+from hftrain._loop.data import AccumulationWindows, SeededRandomSampler, count_label_items
+from hftrain._loop.optim import create_optimizer, create_scheduler, decay_parameter_names, optimizer_cls_and_kwargs
 from tests.helpers import tiny_llama
 
 
@@ -87,7 +87,7 @@ def test_windows_count_items_over_the_whole_window():
 
 
 def test_sharded_batches_are_slices_of_the_single_process_batches():
-    from hftrain._distributed import ShardedBatchSampler
+    from hftrain._backends.ddp import ShardedBatchSampler
 
     order = list(range(11))
     single = [order[i : i + 4] for i in range(0, 11, 4)]

@@ -13,10 +13,10 @@ from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, ModelParalle
 from torch import nn
 
 from hftrain import TrainingArguments
-from hftrain._env import Env
-from hftrain._sharding import FsdpPlan, _layers_to_shard, fsdp_plan
-from hftrain._strategy import lightning_strategy
-from hftrain._translate import TrainingPlan, lightning_trainer_kwargs
+from hftrain._translate.env import Env
+from hftrain._backends.fsdp import FsdpPlan, _layers_to_shard, fsdp_plan
+from hftrain._translate.strategy import lightning_strategy
+from hftrain._translate.build import TrainingPlan, lightning_trainer_kwargs
 
 CPU, TORCHRUN_2 = Env(), Env(world_size=2, local_world_size=2)
 PLAN = TrainingPlan(10, 1, 10, 10, 80, 80)
@@ -228,7 +228,7 @@ def test_save_on_each_node_lets_each_nodes_first_process_save(monkeypatch, on_ea
 
 
 def test_fsdp_activation_checkpointing_checkpoints_the_layers():
-    from hftrain._model_setup import enable_activation_checkpointing
+    from hftrain._loop.model_setup import enable_activation_checkpointing
     from tests.helpers import tiny_bert_classifier
 
     model = tiny_bert_classifier()

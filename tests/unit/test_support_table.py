@@ -12,8 +12,8 @@ import pytest
 import transformers
 from transformers import GenerationConfig
 
-from hftrain import _support
-from hftrain._support import FIELD_SUPPORT, Ignored, Mapped, Unsupported, check_supported
+from hftrain._args import support as _support
+from hftrain._args.support import FIELD_SUPPORT, Ignored, Mapped, Unsupported, check_supported
 from hftrain.training_args import TrainingArguments
 from hftrain.training_args_seq2seq import Seq2SeqTrainingArguments
 
@@ -169,7 +169,7 @@ def test_sortish_sampler_is_ignored():
 
 def test_importing_the_arguments_does_not_import_accelerate_or_lightning():
     code = (
-        "import sys, hftrain.training_args, hftrain.training_args_seq2seq, hftrain._support\n"
+        "import sys, hftrain.training_args, hftrain.training_args_seq2seq, hftrain._args.support\n"
         "bad = sorted(m for m in sys.modules if m.startswith(('accelerate', 'transformers.training_args',"
         " 'transformers.trainer_callback', 'lightning')) or m == 'transformers.trainer')\n"
         "assert not bad, bad\n"

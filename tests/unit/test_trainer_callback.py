@@ -25,7 +25,7 @@ import transformers
 import transformers.trainer_callback as hf
 from transformers import TrainingArguments
 
-import hftrain._callback_base as ours_base
+import hftrain._callbacks.base as ours_base
 import hftrain.trainer_callback as ours
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from hftrain import TrainingArguments
-from hftrain._env import Env
-from hftrain._translate import TrainingPlan, lightning_trainer_kwargs, precision, training_plan
+from hftrain._translate.env import Env
+from hftrain._translate.build import TrainingPlan, lightning_trainer_kwargs, precision, training_plan
 
 CPU = Env()
 ONE_GPU = Env(cuda_devices=1)

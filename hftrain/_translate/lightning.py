@@ -13,8 +13,8 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, ModelSum
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from typing_extensions import override
 
-from hftrain._env import detect_env
-from hftrain._translate import TrainingPlan, lightning_trainer_kwargs
+from hftrain._translate.env import detect_env
+from hftrain._translate.build import TrainingPlan, lightning_trainer_kwargs
 
 # evaluate()/predict() runs have no training length
 _NO_TRAINING = TrainingPlan(1, 1, 1, 1, 0, 0)

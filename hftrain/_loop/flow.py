@@ -16,9 +16,9 @@ import lightning as L
 import torch
 from typing_extensions import override
 
-from hftrain._deepspeed_checkpoint import deepspeed_engine, load_best_weights
-from hftrain._distributed import all_reduce_sum, world_size
-from hftrain._translate import TrainingPlan
+from hftrain._backends.deepspeed_checkpoint import deepspeed_engine, load_best_weights
+from hftrain._backends.ddp import all_reduce_sum, world_size
+from hftrain._translate.build import TrainingPlan
 
 if TYPE_CHECKING:
     from hftrain.trainer import Trainer

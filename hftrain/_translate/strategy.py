@@ -8,7 +8,7 @@ name picks Lightning's class with HF's options filled in; ``"auto"`` follows HF'
 ``"ddp"`` / ``"ddp_spawn"``           ``DDPStrategy`` with HF's ``ddp_*`` options (re-launched script / spawn)
 ``"ddp_fork"`` / ``"ddp_notebook"``   the same, forked (the only multi-process choice inside a notebook)
 ``"fsdp"`` / ``fsdp=...``             FSDP2 (HF 5.x's default): ``ModelParallelStrategy`` + ``fully_shard`` per
-                                      layer (:mod:`hftrain._sharding`); ``fsdp_config={"version": 1}``: FSDP1
+                                      layer (:mod:`hftrain._backends.fsdp`); ``fsdp_config={"version": 1}``: FSDP1
 ``"deepspeed_stage_{1,2,3}[_offload]"``  ``DeepSpeedStrategy`` (``deepspeed=`` config: HF's "auto" values filled)
 ``"xla"`` / ``"xla_fsdp"``            ``XLAStrategy`` / ``XLAFSDPStrategy`` (TPUs)
 ====================================  ===========================================================================
@@ -20,7 +20,7 @@ import re
 from datetime import timedelta
 from typing import Any
 
-from hftrain._env import Env
+from hftrain._translate.env import Env
 
 _DDP_START_METHODS = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}
 _DEEPSPEED_NAME = re.compile(r"^deepspeed(?:_stage_(?P<stage>[123]))?(?P<offload>_offload)?$")
@@ -60,17 +60,17 @@ def lightning_strategy(
     name = chosen.lower()
     deepspeed = _DEEPSPEED_NAME.match(name)
     if args.deepspeed or deepspeed:
-        from hftrain._deepspeed_xla import deepspeed_strategy
+        from hftrain._backends.deepspeed_xla import deepspeed_strategy
 
         stage = int(deepspeed["stage"]) if deepspeed and deepspeed["stage"] else None
         return deepspeed_strategy(args, stage=stage, offload=bool(deepspeed and deepspeed["offload"]),
                                   num_training_steps=num_training_steps, hidden_size=hidden_size)
     if args.fsdp or name in _FSDP_NAMES:
-        from hftrain._sharding import fsdp_strategy
+        from hftrain._backends.fsdp import fsdp_strategy
 
         return fsdp_strategy(args, processes(args, env), ddp_options(args, env))
     if name in _XLA_NAMES or accelerator(args, env) == "tpu":
-        from hftrain._deepspeed_xla import xla_strategy
+        from hftrain._backends.deepspeed_xla import xla_strategy
 
         return xla_strategy(args, name if name in _XLA_NAMES else "xla")
     if name in _DDP_START_METHODS or (name == "auto" and processes(args, env) > 1):

@@ -93,7 +93,7 @@ def compute_loss(
                 "forward(), or pass a `compute_loss_func` to the Trainer."
             )
     # HF multiplies by the world size here (its count is the sum over ranks); hftrain's count is already divided
-    # by the world size (see hftrain._distributed), so nothing to do: on one process the two are the same number.
+    # by the world size (see hftrain._backends.ddp), so nothing to do: on one process the two are the same number.
     return (loss, outputs) if return_outputs else loss
 
 

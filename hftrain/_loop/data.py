@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, Sequ
 from transformers.data.data_collator import DataCollatorWithPadding, default_data_collator
 from transformers.trainer_utils import RemoveColumnsCollator, seed_worker
 
-from hftrain._distributed import ShardedBatchSampler, all_reduce_sum, world_size
+from hftrain._backends.ddp import ShardedBatchSampler, all_reduce_sum, world_size
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 It owns no policy: the loss, the prediction step, the optimizer and the scheduler come from the hftrain
 ``Trainer`` (so subclasses overriding ``compute_loss`` or ``create_optimizer`` keep working, as in HF), and the
-HF flow (logging, evaluation, saving, callbacks) lives in :mod:`hftrain._flow`. What it adds at Lightning's seams
+HF flow (logging, evaluation, saving, callbacks) lives in :mod:`hftrain._loop.flow`. What it adds at Lightning's seams
 is what HF's numbers depend on: the accumulation-window loss normalisation, ``model.train()`` at every step,
 the pre-clip ``grad_norm`` and the learning rate the step used.
 """
@@ -17,14 +17,14 @@ from lightning.pytorch.strategies import DeepSpeedStrategy, ModelParallelStrateg
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from typing_extensions import Self, override
 
-from hftrain._deepspeed_checkpoint import deepspeed_engine, load_engine_state
-from hftrain._distributed import destroy_process_group_at_exit
-from hftrain._loss import normalises_by_num_items
-from hftrain._sharding import fsdp_plan, is_sharded, plain_tensor, shard_model
-from hftrain.data import WindowInfo
+from hftrain._backends.deepspeed_checkpoint import deepspeed_engine, load_engine_state
+from hftrain._backends.ddp import destroy_process_group_at_exit
+from hftrain._loop.loss import normalises_by_num_items
+from hftrain._backends.fsdp import fsdp_plan, is_sharded, plain_tensor, shard_model
+from hftrain._loop.data import WindowInfo
 
 if TYPE_CHECKING:
-    from hftrain._evaluation import EvalCollector
+    from hftrain._loop.evaluation import EvalCollector
     from hftrain.trainer import Trainer
 
 

@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 
 from transformers.debug_utils import DebugOption
 
-from hftrain._args_normalise import load_json_dict
-from hftrain._hf_fields import _TrainingArgumentsFields
+from hftrain._args.normalise import load_json_dict
+from hftrain._args.fields import _TrainingArgumentsFields
 
 _ArgsT = TypeVar("_ArgsT")
 

@@ -205,7 +205,7 @@ class EvalCollector:
     def _score_gathered(self, run: _Pass, mine: tuple | None) -> bool:
         """Several processes: gather this process's piece of the current global batch (None: it has none left),
         and score the global batch on every process. False when no process had a piece (the pass is over)."""
-        from hftrain._distributed import all_gather_objects
+        from hftrain._backends.ddp import all_gather_objects
 
         gathered = all_gather_objects(mine)
         pieces = sorted((p for p in gathered if p is not None), key=lambda p: p[0])
@@ -324,7 +324,7 @@ def _computed(metric: Any) -> dict[str, Any]:
 
 def _merge_processes(run: _Pass, do_concat: bool) -> None:
     """Gather every process's pieces and rebuild the containers in dataset order, each sample once."""
-    from hftrain._distributed import all_gather_objects
+    from hftrain._backends.ddp import all_gather_objects
 
     local = [run.firsts, run.loss_pieces, *(c.get_arrays() or [] for c in (run.preds, run.labels, run.inputs))]
     pieces, loss_pieces = [], []

@@ -112,9 +112,9 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
     "data_seed": Mapped("train sampler generator seed"),
     "full_determinism": Mapped("transformers.enable_full_determinism(seed) instead of set_seed"),
     "use_cpu": Mapped("lightning.Trainer(accelerator='cpu')"),
-    "fsdp": Mapped("FSDP2: ModelParallelStrategy + fully_shard per layer (hftrain/_sharding.py); version 1: FSDPStrategy"),
+    "fsdp": Mapped("FSDP2: ModelParallelStrategy + fully_shard per layer (hftrain/_backends/fsdp.py); version 1: FSDPStrategy"),
     "fsdp_config": Mapped("layers to shard, min_num_params, reshard_after_forward, cpu_offload, version"),
-    "deepspeed": Mapped("DeepSpeedStrategy with HF's \"auto\" values filled (hftrain/_deepspeed_xla.py)"),
+    "deepspeed": Mapped("DeepSpeedStrategy with HF's \"auto\" values filled (hftrain/_backends/deepspeed_xla.py)"),
     # -- data
     "dataloader_drop_last": Mapped("DataLoader(drop_last)"),
     "dataloader_num_workers": Mapped("DataLoader(num_workers, worker_init_fn=seed_worker)"),

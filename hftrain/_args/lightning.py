@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from typing_extensions import Self
 
-from hftrain._hf_fields import _TrainingArgumentsFields
+from hftrain._args.fields import _TrainingArgumentsFields
 
 LIGHTNING_FIELDS = ("strategy", "accelerator", "devices", "num_nodes", "precision")
 

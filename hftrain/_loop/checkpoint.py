@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint, rotate_checkpoints
 
-from hftrain import _deepspeed_checkpoint, _sharding
-from hftrain._distributed import all_gather_objects, barrier, rank, world_size
+from hftrain._backends import deepspeed_checkpoint as _deepspeed_checkpoint, fsdp as _sharding
+from hftrain._backends.ddp import all_gather_objects, barrier, rank, world_size
 
 TRAINER_STATE_NAME = "trainer_state.json"
 TRAINING_ARGS_NAME = "training_args.bin"

@@ -12,8 +12,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from hftrain._env import Env
-from hftrain._strategy import accelerator, devices_and_nodes, lightning_strategy
+from hftrain._translate.env import Env
+from hftrain._translate.strategy import accelerator, devices_and_nodes, lightning_strategy
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +114,11 @@ def lightning_trainer_kwargs(
         "log_every_n_steps": 1,
     }
     if type(strategy).__name__ == "DeepSpeedStrategy" and isinstance(kwargs["precision"], str):
-        from hftrain._deepspeed_xla import deepspeed_precision
+        from hftrain._backends.deepspeed_xla import deepspeed_precision
 
         kwargs["plugins"] = [deepspeed_precision(kwargs.pop("precision"))]
     if "XLA" in type(strategy).__name__ and isinstance(kwargs["precision"], str):
-        from hftrain._deepspeed_xla import xla_precision  # HF's TPU bf16 is bf16-true (XLA_USE_BF16)
+        from hftrain._backends.deepspeed_xla import xla_precision  # HF's TPU bf16 is bf16-true (XLA_USE_BF16)
 
         kwargs["plugins"] = [xla_precision(kwargs.pop("precision"))]
     return kwargs
