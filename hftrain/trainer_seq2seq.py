@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning as L
 import torch
 from torch import nn
+
+from transformers.generation import GenerationConfig
 
 from hftrain._loop.generation import (
     check_can_generate,
     generate_step,
     load_generation_config,
+    pad_to_length,
     pad_token_id,
     resolve_generation_kwargs,
 )
@@ -59,13 +61,21 @@ class Seq2SeqTrainer(Trainer):
         if getattr(self.args, "predict_with_generate", False):
             check_can_generate(self.model)
         if getattr(self.args, "generation_config", None) is not None:
-            self.model.generation_config = load_generation_config(self.args.generation_config)
-        self._gen_kwargs: dict[str, Any] = {}
+            self.model.generation_config = self.load_generation_config(self.args.generation_config)
+        self._gen_kwargs: dict[str, Any] = resolve_generation_kwargs(self.args, {})
+
+    @staticmethod
+    def load_generation_config(gen_config_arg: str | GenerationConfig) -> GenerationConfig:
+        """``args.generation_config`` (a ``GenerationConfig``, a folder or a JSON file), validated."""
+        return load_generation_config(gen_config_arg)
 
     def evaluate(
         self, eval_dataset: Any = None, ignore_keys: list[str] | None = None, metric_key_prefix: str = "eval",
         **gen_kwargs: Any,
     ) -> dict[str, float]:
+        """``Trainer.evaluate``, generating with ``gen_kwargs`` (defaults: ``generation_max_length`` /
+        ``generation_num_beams``) when ``predict_with_generate``."""
+        self.gather_function = self.accelerator.gather
         self._gen_kwargs = resolve_generation_kwargs(self.args, gen_kwargs)
         return super().evaluate(eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
 
@@ -73,23 +83,31 @@ class Seq2SeqTrainer(Trainer):
         self, test_dataset: Any, ignore_keys: list[str] | None = None, metric_key_prefix: str = "test",
         **gen_kwargs: Any,
     ) -> PredictionOutput:
+        """``Trainer.predict``, generating with ``gen_kwargs`` when ``predict_with_generate``."""
+        self.gather_function = self.accelerator.gather
         self._gen_kwargs = resolve_generation_kwargs(self.args, gen_kwargs)
         return super().predict(test_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix)
-
-    def evaluate_during_training(self, trainer: L.Trainer, skip_scheduler: bool = False) -> dict[str, float]:
-        self._gen_kwargs = resolve_generation_kwargs(self.args, {})  # HF: evaluate() with no kwargs
-        return super().evaluate_during_training(trainer, skip_scheduler)
 
     def prediction_step(
         self, model: nn.Module, inputs: dict[str, Any], prediction_loss_only: bool,
         ignore_keys: list[str] | None = None, **gen_kwargs: Any,
     ) -> tuple[torch.Tensor | None, Any, Any]:
-        if not getattr(self.args, "predict_with_generate", False) or prediction_loss_only:
-            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        """The generated ids (padded to the generation length) and the teacher-forced loss, with
+        ``predict_with_generate``; else ``Trainer.prediction_step``."""
+        if not self.args.predict_with_generate or prediction_loss_only:
+            return super().prediction_step(
+                model, inputs, prediction_loss_only=prediction_loss_only, ignore_keys=ignore_keys
+            )
+        inputs = self._prepare_inputs(inputs)
+        if len(gen_kwargs) == 0:
+            gen_kwargs = dict(self._gen_kwargs)
         return generate_step(
-            model, inputs, gen_kwargs or dict(self._gen_kwargs), loss_of=self._teacher_forced_loss,
+            self.model, inputs, resolve_generation_kwargs(None, gen_kwargs), loss_of=self._teacher_forced_loss,
             pad_id=lambda: pad_token_id(self.processing_class, self.model), loss_only=self.args.prediction_loss_only,
         )
+
+    def _pad_tensors_to_max_len(self, tensor: torch.Tensor, max_length: int) -> torch.Tensor:
+        return pad_to_length(tensor, max_length, pad_token_id(self.processing_class, self.model))
 
     def _teacher_forced_loss(self, outputs: Any, inputs: dict[str, Any]) -> torch.Tensor:
         if self.label_smoother is not None:

@@ -97,6 +97,24 @@ def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+def all_reduce(value: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    """``value`` reduced over every process in place (``op``: "sum", "mean" or "max"); itself on one process."""
+    if world_size() > 1:
+        dist.all_reduce(value, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+        if op == "mean":
+            value /= world_size()
+    return value
+
+
+def all_gather(value: torch.Tensor) -> torch.Tensor:
+    """Every process's ``value`` stacked along a new first dimension."""
+    if world_size() == 1:
+        return value[None]
+    out = [torch.empty_like(value) for _ in range(world_size())]
+    dist.all_gather(out, value.contiguous())
+    return torch.stack(out)
+
+
 def all_gather_objects(obj: Any) -> list[Any]:
     if world_size() == 1:
         return [obj]
@@ -126,6 +144,10 @@ def destroy_process_group_at_exit() -> None:
 _destroy_registered = False
 
 
-def _destroy_process_group() -> None:
+def destroy_process_group() -> None:
+    """End the process group, if there is one (HF's ``Trainer.end``)."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+_destroy_process_group = destroy_process_group

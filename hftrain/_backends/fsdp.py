@@ -9,7 +9,9 @@ Which modules are sharded follows HF: ``transformer_layer_cls_to_wrap``, else th
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -119,6 +121,19 @@ def _post_order(module: nn.Module) -> list[nn.Module]:
         order.extend(_post_order(child))
     order.append(module)
     return order
+
+
+@contextlib.contextmanager
+def gradient_sync_disabled(model: nn.Module | None) -> Iterator[None]:
+    """FSDP2's ``no_sync``: gradients are not reduce-scattered in the block (a micro-batch inside a window)."""
+    if model is None or not is_sharded(model) or not hasattr(model, "set_requires_gradient_sync"):
+        yield
+        return
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
 
 
 def is_sharded(model: nn.Module) -> bool:

@@ -1,38 +1,42 @@
-"""Datasets → DataLoaders the way HF's Trainer builds them.
+"""Datasets → DataLoaders: transformers' data seams, and what accelerate's ``prepare`` adds to them.
 
-HF's data semantics that decide parity live here: column removal against the model's ``forward`` signature,
-the default collator choice, the seeded train order (epoch ``e`` is ``randperm(N, seed + e)``, independent of the
-global RNG, like accelerate's ``SeedableRandomSampler``) and the accumulation windows whose label-token count HF
-passes to the model as ``num_items_in_batch``.
+``get_train_dataloader`` → ``_get_dataloader`` → ``_get_train_sampler`` / ``_remove_unused_columns`` /
+``_get_collator_with_removed_columns`` are the Trainer's methods, as in transformers, so overrides run. The loader
+is then prepared as accelerate prepares it for transformers (:func:`prepare_dataloader`): a ``RandomSampler`` becomes
+a seeded one (epoch ``e`` is ``randperm(N, seed + e)``, independent of the global RNG, like accelerate's
+``SeedableRandomSampler``), and with several processes every process gets its slice of each global batch
+(``ShardedBatchSampler``), so results do not depend on the number of processes.
+
+A loader an override builds without ``self.accelerator.prepare`` is used as it is (as transformers does): any
+iterable of batches works, each process iterating it whole.
 """
 
 from __future__ import annotations
 
-import collections
 import inspect
 import logging
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from functools import partial
 from itertools import islice
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, RandomSampler, Sampler, SequentialSampler
 from transformers.data.data_collator import DataCollatorWithPadding, default_data_collator
-from transformers.trainer_utils import RemoveColumnsCollator, seed_worker
+from transformers.trainer_pt_utils import BatchRebalanceSampler, LengthGroupedSampler
+from transformers.trainer_utils import RemoveColumnsCollator, has_length, seed_worker
 
-from hftrain._backends.ddp import ShardedBatchSampler, all_reduce_sum, world_size
+from hftrain._backends.ddp import ShardedBatchSampler
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("hftrain.trainer")
 
 
 class SeededRandomSampler(Sampler[int]):
     """A random order that depends only on ``seed + epoch``, never on the global RNG.
 
     This is the order HF's Trainer trains in (accelerate's ``SeedableRandomSampler``), so dropout or any other
-    consumer of the global RNG cannot change which samples are seen. Lightning calls :meth:`set_epoch`.
+    consumer of the global RNG cannot change which samples are seen. The epoch iterator calls :meth:`set_epoch`.
 
     Example:
         >>> sampler = SeededRandomSampler(range(4), seed=42)
@@ -58,201 +62,257 @@ class SeededRandomSampler(Sampler[int]):
         return self.num_samples
 
 
-def signature_columns(model: torch.nn.Module, label_names: list[str]) -> list[str]:
-    """The input names HF keeps: the parameters of ``model.forward`` plus ``label``, ``label_ids`` and the labels."""
-    columns = list(inspect.signature(model.forward).parameters)
-    return columns + sorted({"label", "label_ids", *label_names} - set(columns))
-
-
-def remove_unused_columns(dataset: Any, columns: list[str], model_name: str, description: str) -> Any:
-    """Drop the columns of a ``datasets.Dataset`` that the model does not accept (HF's ``_remove_unused_columns``)."""
-    ignored = [c for c in dataset.column_names if c not in columns]
-    if not any(c in dataset.column_names for c in columns):
-        raise ValueError(
-            f"No columns in the dataset match the model's forward method signature: ({', '.join(columns)}). "
-            f"The following columns have been ignored: [{', '.join(ignored)}]. Please check the dataset and model. "
-            "You may need to set `remove_unused_columns=False` in `TrainingArguments`."
-        )
-    if ignored:
-        logger.info(
-            "The following columns in the %s set don't have a corresponding argument in `%s.forward` and have been "
-            "ignored: %s.", description, model_name, ", ".join(ignored)
-        )
-    return dataset.remove_columns(ignored)
-
-
 def default_collator(processing_class: Any) -> Callable:
-    """HF's choice: pad with the tokenizer when one is given, else ``default_data_collator``."""
+    """HF's choice: pad with the tokenizer (or feature extractor) when one is given, else ``default_data_collator``."""
     if processing_class is not None and hasattr(processing_class, "pad"):
         return DataCollatorWithPadding(processing_class)
     return default_data_collator
 
 
-def build_dataloader(
-    dataset: Any,
-    *,
-    args: Any,
-    batch_size: int,
-    collate_fn: Callable,
-    columns: list[str] | None,
-    model_name: str,
-    description: str,
-    is_training: bool,
-) -> DataLoader:
-    """One DataLoader with HF's options; ``columns`` (or None to keep all) drive column removal."""
-    if columns is not None:
-        if _is_hf_dataset(dataset):
-            dataset = remove_unused_columns(dataset, columns, model_name, description)
-        else:
-            collate_fn = RemoveColumnsCollator(collate_fn, columns, logger, model_name, description)
-    params: dict[str, Any] = {
-        "batch_size": batch_size,
-        "collate_fn": collate_fn,
-        "num_workers": args.dataloader_num_workers,
-        # pinning only helps a CUDA copy; on a CPU-only machine torch warns about it
-        "pin_memory": args.dataloader_pin_memory and torch.cuda.is_available(),
-        "persistent_workers": args.dataloader_persistent_workers,
-        "multiprocessing_context": args.dataloader_multiprocessing_context,
-        "prefetch_factor": args.dataloader_prefetch_factor,
-        "in_order": args.dataloader_in_order,
-    }
-    world = args.world_size  # the processes Lightning will start count too
-    if isinstance(dataset, IterableDataset) and world > 1:
-        raise ValueError(
-            "An IterableDataset with several processes is not supported by hftrain yet: shard it yourself per "
-            "rank (e.g. datasets' split_dataset_by_node) and pass a map-style dataset, or run one process."
-        )
-    if not isinstance(dataset, IterableDataset):
-        sampler = _train_sampler(dataset, args) if is_training else SequentialSampler(dataset)
-        if world > 1:  # the same global batches as one process; this rank takes its slice of each
-            del params["batch_size"]
-            params["batch_sampler"] = ShardedBatchSampler(
-                sampler, batch_size, world, args.process_index, args.dataloader_drop_last, pad_empty=is_training
-            )
-        else:
-            params["sampler"] = sampler
-            params["drop_last"] = args.dataloader_drop_last
-        if is_training:
-            params["worker_init_fn"] = partial(
-                seed_worker, num_workers=args.dataloader_num_workers, rank=args.process_index
-            )
-    return DataLoader(dataset, **params)
-
-
-def _train_sampler(dataset: Dataset, args: Any) -> Sampler[int]:
-    strategy = args.train_sampling_strategy
-    if strategy == "sequential":
-        return SequentialSampler(dataset)
-    if strategy == "random":
-        # HF: data_seed, else torch.initial_seed() at dataloader creation (= args.seed after set_seed)
-        seed = args.data_seed if args.data_seed is not None else torch.initial_seed()
-        return SeededRandomSampler(dataset, seed)
-    raise ValueError(
-        f"`train_sampling_strategy={strategy!r}` is not supported by hftrain yet; use 'random' or 'sequential'."
-    )
-
-
-def _is_hf_dataset(dataset: Any) -> bool:
+def is_hf_dataset(dataset: Any) -> bool:
     # a datasets.Dataset means `datasets` is imported already; importing it for a torch Dataset costs seconds
     datasets = sys.modules.get("datasets")
     return datasets is not None and isinstance(dataset, datasets.Dataset)
 
 
-class AccumulationWindows:
-    """Iterates a train DataLoader window by window, as HF's ``get_batch_samples`` does.
+def prepare_dataloader(loader: DataLoader, args: Any) -> DataLoader:
+    """What ``accelerator.prepare`` does to a Trainer's loader: a seeded order for a ``RandomSampler``, and with
+    several processes this process's slice of every global batch (the loader is rebuilt around them)."""
+    dataset = loader.dataset
+    if isinstance(dataset, IterableDataset):
+        if args.world_size > 1:
+            raise ValueError(
+                "An IterableDataset with several processes is not supported by hftrain yet: shard it yourself per "
+                "rank (e.g. datasets' split_dataset_by_node) and pass a map-style dataset, or run one process."
+            )
+        return loader
+    if loader.batch_sampler is None or isinstance(loader.batch_sampler, ShardedBatchSampler):
+        return loader
+    custom_batches = type(loader.batch_sampler) is not torch.utils.data.BatchSampler
+    if custom_batches and args.world_size > 1:
+        raise ValueError(
+            f"A batch sampler ({type(loader.batch_sampler).__name__}, e.g. train_sampling_strategy="
+            f"{args.train_sampling_strategy!r}) with several processes is not supported by hftrain yet: use "
+            "train_sampling_strategy='random' or 'sequential', or run one process."
+        )
+    sampler = loader.sampler
+    seeded = type(sampler) is RandomSampler and getattr(sampler, "generator", None) is None
+    if seeded:  # accelerate's use_seedable_sampler: data_seed, else the seed set_seed gave torch
+        sampler = SeededRandomSampler(dataset, args.data_seed if args.data_seed is not None else torch.initial_seed())
+    if args.world_size == 1 and not seeded:
+        return loader
+    if isinstance(sampler, LengthGroupedSampler) and args.world_size > 1:
+        raise ValueError(
+            "train_sampling_strategy='group_by_length' with several processes is not supported by hftrain yet "
+            "(every process must draw the same grouped order): use 'random', or run one process."
+        )
+    params = _loader_params(loader)
+    if args.world_size > 1:  # the same global batches as one process; this process takes its slice of each
+        # a training loader (seeded per worker) gives a process with nothing left a stand-in row of weight 0, so
+        # that it still joins the backward; an evaluation loader gives it no batch
+        training = loader.worker_init_fn is not None or not isinstance(sampler, SequentialSampler)
+        params["batch_sampler"] = ShardedBatchSampler(
+            sampler, loader.batch_size, args.world_size, args.process_index, loader.drop_last, pad_empty=training
+        )
+    else:
+        params.update(sampler=sampler, batch_size=loader.batch_size, drop_last=loader.drop_last)
+    return DataLoader(dataset, **params)
 
-    HF fetches the ``gradient_accumulation_steps`` micro-batches of an optimizer step before running any of them,
-    counts their label tokens and normalises every micro-batch loss by that window total. This wrapper does the
-    same fetch and yields the micro-batches unchanged (plain dicts, so Lightning callbacks see the usual batch);
-    the window's ``(num_items_in_batch, window_size)`` goes into :attr:`windows`, one entry per yielded batch, for
-    the LightningModule to pop in ``training_step``.
 
-    It also owns the epoch of the sampler (epoch ``e`` of a run is iteration ``e``, counted from ``start_epoch``
-    on resume), so Lightning's own epoch bookkeeping cannot shift the data order, and it replays HF's resume:
-    the first epoch skips ``skip_batches`` micro-batches of the same permutation, and ``restore_rng`` runs where HF
-    restores the RNG states (before the iterator exists at an epoch boundary, after the first window otherwise).
-    """
+def _loader_params(loader: DataLoader) -> dict[str, Any]:
+    return {
+        "collate_fn": loader.collate_fn, "num_workers": loader.num_workers, "pin_memory": loader.pin_memory,
+        "timeout": loader.timeout, "worker_init_fn": loader.worker_init_fn,
+        "multiprocessing_context": loader.multiprocessing_context, "generator": loader.generator,
+        "prefetch_factor": loader.prefetch_factor, "persistent_workers": loader.persistent_workers,
+        "in_order": loader.in_order,
+    }
 
-    def __init__(
-        self,
-        loader: DataLoader,
-        accumulation_steps: int,
-        count_items: Callable[[list], Any],
-        *,
-        start_epoch: int = 0,
-        skip_batches: int = 0,
-        restore_rng: Callable[[], None] | None = None,
-        average_tokens_across_devices: bool = True,
-    ) -> None:
-        self.loader = loader
-        self.accumulation_steps = accumulation_steps
-        self.count_items = count_items
-        self.epoch = start_epoch
-        self.windows: collections.deque[WindowInfo] = collections.deque()
-        self._skip, self._restore_rng = skip_batches, restore_rng
-        self.average_tokens_across_devices = average_tokens_across_devices
 
-    @property
-    def dataset(self) -> Any:
-        return self.loader.dataset
+class DataMethods:
+    """transformers.Trainer's data methods."""
 
-    # No __len__ on purpose: a resumed epoch is shorter than the loader, and Lightning, given a length, would
-    # trust it over the iterator (it would not step on the real last batch). Unsized, it looks one batch ahead.
+    def get_train_dataloader(self) -> DataLoader:
+        """The training loader (seeded random order; this process's slice of each batch with several)."""
+        if self.train_dataset is None:
+            raise ValueError("Trainer: training requires a train_dataset.")
+        return self._get_dataloader(
+            dataset=self.train_dataset, description="Training", batch_size=self._train_batch_size,
+            sampler_fn=self._get_train_sampler, is_training=True,
+        )
 
-    def __iter__(self) -> Iterator[Any]:
-        self.windows.clear()
-        set_epoch(self.loader, self.epoch)
-        self.epoch += 1
-        skip, restore = self._skip, self._restore_rng
-        self._skip, self._restore_rng = 0, None
-        if restore is not None and not skip:
-            restore()
-            restore = None
-        slices = getattr(getattr(self.loader, "batch_sampler", None), "slices", None)  # when sharded
-        batches = iter(skip_first_batches(self.loader, skip) if skip else self.loader)
-        while window := list(islice(batches, self.accumulation_steps)):
-            if restore is not None:
-                restore()
-                restore = None
-            if slices is not None and skip:
-                for _ in range(skip):  # the skipped batches went through the sharded sampler too
-                    slices.popleft()
-                skip = 0
-            parts = [slices.popleft() if slices is not None else None for _ in window]
-            num_items = self._count(window, parts)
-            for batch, part in zip(window, parts):
-                self.windows.append(WindowInfo.of(num_items, len(window), part))
-                yield batch
+    def get_eval_dataloader(self, eval_dataset: str | Dataset | None = None) -> DataLoader:
+        """The evaluation loader of ``eval_dataset`` (a name of ``self.eval_dataset``, a dataset, or the default)."""
+        if eval_dataset is None and self.eval_dataset is None:
+            raise ValueError("Trainer: evaluation requires an eval_dataset.")
+        dataloader_key = eval_dataset if isinstance(eval_dataset, str) else "eval"
+        if dataloader_key in self._eval_dataloaders and self.args.dataloader_persistent_workers:
+            return self._eval_dataloaders[dataloader_key]
+        eval_dataset = (
+            self.eval_dataset[eval_dataset] if isinstance(eval_dataset, str)
+            else eval_dataset if eval_dataset is not None else self.eval_dataset
+        )
+        return self._get_dataloader(
+            dataset=eval_dataset, description="Evaluation", batch_size=self.args.eval_batch_size,
+            sampler_fn=self._get_eval_sampler, dataloader_key=dataloader_key,
+        )
 
-    def _count(self, window: list, parts: list) -> Any:
-        """The window's label tokens over all processes; stand-in rows (weight 0) count for nothing."""
-        if all(p is None for p in parts):
-            return self.count_items(window)
-        counts = [self.count_items([b]) for b in window]
-        if any(c is None for c in counts):
+    def get_test_dataloader(self, test_dataset: Dataset) -> DataLoader:
+        """The loader ``predict()`` runs over."""
+        return self._get_dataloader(
+            dataset=test_dataset, description="test", batch_size=self.args.eval_batch_size,
+            sampler_fn=self._get_eval_sampler,
+        )
+
+    def num_examples(self, dataloader: DataLoader) -> int:
+        """The samples behind ``dataloader`` (its dataset's length, else batches × batch size)."""
+        try:
+            return len(dataloader.dataset)
+        except (NameError, AttributeError, TypeError):
+            return len(dataloader) * self.args.per_device_train_batch_size
+
+    def _get_dataloader(
+        self, dataset: Dataset, description: str, batch_size: int,
+        sampler_fn: Callable[[Dataset], Sampler] | None = None, is_training: bool = False,
+        dataloader_key: str | None = None,
+    ) -> DataLoader:
+        """A DataLoader with the arguments' options, prepared as accelerate prepares transformers' loaders."""
+        data_collator = self.data_collator
+        if is_hf_dataset(dataset):
+            dataset = self._remove_unused_columns(dataset, description=description)
+        else:
+            data_collator = self._get_collator_with_removed_columns(self.data_collator, description=description)
+        params: dict[str, Any] = {
+            "batch_size": batch_size,
+            "collate_fn": data_collator,
+            "num_workers": self.args.dataloader_num_workers,
+            # pinning only helps a CUDA copy; on a CPU-only machine torch warns about it
+            "pin_memory": self.args.dataloader_pin_memory and torch.cuda.is_available(),
+            "persistent_workers": self.args.dataloader_persistent_workers,
+            "multiprocessing_context": self.args.dataloader_multiprocessing_context,
+            "prefetch_factor": self.args.dataloader_prefetch_factor,
+            "in_order": self.args.dataloader_in_order,
+        }
+        if not isinstance(dataset, IterableDataset):
+            sampler = sampler_fn(dataset) if sampler_fn is not None else None
+            if isinstance(sampler, BatchRebalanceSampler):
+                params.pop("batch_size", None)
+                params["batch_sampler"] = sampler
+            else:
+                if sampler is not None:
+                    params["sampler"] = sampler
+                params["drop_last"] = self.args.dataloader_drop_last
+            if is_training:
+                params["worker_init_fn"] = partial(
+                    seed_worker, num_workers=self.args.dataloader_num_workers, rank=self.args.process_index
+                )
+        dataloader = self.accelerator.prepare(DataLoader(dataset, **params))
+        if dataloader_key is not None and self.args.dataloader_persistent_workers:
+            self._eval_dataloaders[dataloader_key] = dataloader
+        return dataloader
+
+    def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Sampler | None:
+        """The training order for ``train_sampling_strategy`` (random, sequential, group_by_length, batch_rebalance)."""
+        if train_dataset is None:
+            train_dataset = self.train_dataset
+        if train_dataset is None or not has_length(train_dataset):
             return None
-        local = sum(c * int(p.rows > 0) for c, p in zip(counts, parts))
-        if not self.average_tokens_across_devices:
-            return local  # HF: each rank normalises by its own tokens; DDP averages the ranks' means
-        return all_reduce_sum(local) / world_size()
+        strategy = self.args.train_sampling_strategy
+        if strategy == "group_by_length":
+            return LengthGroupedSampler(
+                self.args.train_batch_size * self.args.gradient_accumulation_steps, dataset=train_dataset,
+                lengths=self._length_column(train_dataset), model_input_name=self._model_input_name(),
+            )
+        if strategy == "batch_rebalance":
+            lengths = self._length_column(train_dataset)
+            if lengths is None:
+                name = self._model_input_name() or "input_ids"
+                if not isinstance(train_dataset[0], dict) or name not in train_dataset[0]:
+                    raise ValueError(
+                        "Can only automatically infer lengths for datasets whose items are dictionaries with an "
+                        f"'{name}' key."
+                    )
+                lengths = [len(feature[name]) for feature in train_dataset]
+            world, accumulation = max(1, self.args.world_size), self.args.gradient_accumulation_steps
+            return BatchRebalanceSampler(
+                lengths=list(lengths), effective_batch_size=self.args.train_batch_size * accumulation * world,
+                dp_size=world, grad_accum=accumulation, rank=self.args.process_index if world > 1 else 0,
+                drop_last=self.args.dataloader_drop_last,
+            )
+        if strategy == "sequential":
+            return SequentialSampler(train_dataset)
+        return RandomSampler(train_dataset)
 
+    def _length_column(self, dataset: Any) -> Any:
+        if is_hf_dataset(dataset) and self.args.length_column_name in dataset.column_names:
+            return dataset[self.args.length_column_name]
+        return None
 
-@dataclass(frozen=True, slots=True)
-class WindowInfo:
-    """What the module needs to normalise one micro-batch's loss as HF (and one process) would."""
+    def _model_input_name(self) -> str | None:
+        names = getattr(self.processing_class, "model_input_names", None)
+        return names[0] if names else None
 
-    num_items_in_batch: Any  # label tokens of the whole window, over all processes (None: not counted)
-    window_size: int  # micro-batches in this optimizer step
-    share: float = 1.0  # this rank's rows × world size / rows of the global batch (1 on one process)
+    def _get_eval_sampler(self, eval_dataset: Dataset) -> Sampler | None:
+        """Evaluation runs in dataset order (grouped by length, with a fixed seed, for ``group_by_length``)."""
+        if eval_dataset is None or not has_length(eval_dataset):
+            return None
+        if self.args.train_sampling_strategy == "group_by_length":
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return LengthGroupedSampler(
+                self.args.eval_batch_size, dataset=eval_dataset, lengths=self._length_column(eval_dataset),
+                model_input_name=self._model_input_name(), generator=torch.Generator().manual_seed(seed),
+            )
+        return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
 
-    @classmethod
-    def of(cls, num_items: Any, window_size: int, part: Any) -> WindowInfo:
-        if part is None:
-            return cls(num_items, window_size)
-        return cls(num_items, window_size, part.rows * world_size() / part.global_rows)
+    def _set_signature_columns_if_needed(self) -> None:
+        """The input names kept: the parameters of ``model.forward``, ``label``, ``label_ids`` and the labels."""
+        if self._signature_columns is None:
+            model_to_inspect = self.model
+            if hasattr(self.model, "get_base_model"):  # a PEFT model
+                model_to_inspect = self.model.get_base_model()
+            self._signature_columns = list(inspect.signature(model_to_inspect.forward).parameters.keys())
+            self._signature_columns += list(set(["label", "label_ids"] + self.label_names))
+
+    def _remove_unused_columns(self, dataset: Any, description: str | None = None) -> Any:
+        """A ``datasets.Dataset`` without the columns ``model.forward`` does not take."""
+        if not self.args.remove_unused_columns:
+            return dataset
+        self._set_signature_columns_if_needed()
+        signature_columns = self._signature_columns
+        ignored_columns = list(set(dataset.column_names) - set(signature_columns))
+        if len(ignored_columns) > 0:
+            dset_description = "" if description is None else f"in the {description} set"
+            logger.info(
+                f"The following columns {dset_description} don't have a corresponding argument in "
+                f"`{self.model.__class__.__name__}.forward` and have been ignored: {', '.join(ignored_columns)}."
+                f" If {', '.join(ignored_columns)} are not expected by `{self.model.__class__.__name__}.forward`, "
+                " you can safely ignore this message."
+            )
+        columns = [k for k in signature_columns if k in dataset.column_names]
+        if len(columns) == 0:
+            raise ValueError(
+                "No columns in the dataset match the model's forward method signature: "
+                f"({', '.join(signature_columns)}). The following columns have been ignored: "
+                f"[{', '.join(ignored_columns)}]. Please check the dataset and model. You may need to set "
+                "`remove_unused_columns=False` in `TrainingArguments`."
+            )
+        return dataset.remove_columns(ignored_columns)
+
+    def _get_collator_with_removed_columns(self, data_collator: Callable, description: str | None = None) -> Callable:
+        """``data_collator`` dropping the features ``model.forward`` does not take (for non-``datasets`` data)."""
+        if not self.args.remove_unused_columns:
+            return data_collator
+        self._set_signature_columns_if_needed()
+        return RemoveColumnsCollator(
+            data_collator=data_collator, signature_columns=self._signature_columns, logger=logger,
+            description=description, model_name=self.model.__class__.__name__,
+        )
 
 
 def set_epoch(loader: Any, epoch: int) -> None:
+    """Tell the loader's sampler(s) which epoch starts (the seeded order depends on it)."""
+    if callable(getattr(loader, "set_epoch", None)):
+        loader.set_epoch(epoch)
     for obj in (getattr(loader, "batch_sampler", None), getattr(loader, "sampler", None)):
         if callable(getattr(obj, "set_epoch", None)):
             obj.set_epoch(epoch)
@@ -271,28 +331,9 @@ class _SkipBatchSampler:
         return max(len(self.batch_sampler) - self.skip, 0)
 
 
-def skip_first_batches(loader: DataLoader, skip: int) -> Any:
+def skip_first_batches(loader: Any, skip: int) -> Any:
     """``loader`` without its first ``skip`` batches, in the same order (accelerate's ``skip_first_batches``)."""
-    if loader.batch_sampler is None or isinstance(loader.dataset, IterableDataset):
+    if not isinstance(loader, DataLoader) or loader.batch_sampler is None or isinstance(loader.dataset, IterableDataset):
         return islice(loader, skip, None)
-    return DataLoader(
-        loader.dataset, batch_sampler=_SkipBatchSampler(loader.batch_sampler, skip), collate_fn=loader.collate_fn,
-        num_workers=loader.num_workers, pin_memory=loader.pin_memory, timeout=loader.timeout,
-        worker_init_fn=loader.worker_init_fn, multiprocessing_context=loader.multiprocessing_context,
-        generator=loader.generator, prefetch_factor=loader.prefetch_factor,
-        persistent_workers=loader.persistent_workers, in_order=loader.in_order,
-    )
-
-
-def count_label_items(window: list, *, shift_labels: bool) -> torch.Tensor | None:
-    """HF's ``num_items_in_batch``: the non-``-100`` labels of the whole window (``labels[..., 1:]`` for causal LMs)."""
-    if not window or not isinstance(window[0], collections.abc.Mapping) or "labels" not in window[0]:
-        return None
-    try:
-        counted = [
-            b["shift_labels"] if "shift_labels" in b else b["labels"][..., 1:] if shift_labels else b["labels"]
-            for b in window
-        ]
-        return sum(labels.ne(-100).sum() for labels in counted)
-    except (TypeError, AttributeError):
-        return None
+    return DataLoader(loader.dataset, batch_sampler=_SkipBatchSampler(loader.batch_sampler, skip),
+                      **_loader_params(loader))

@@ -26,7 +26,7 @@ def resolve_generation_kwargs(args: Any, gen_kwargs: dict[str, Any]) -> dict[str
         {'max_new_tokens': 5, 'num_beams': 4}
     """
     kwargs = dict(gen_kwargs)
-    max_length = getattr(args, "generation_max_length", None)
+    max_length = getattr(args, "generation_max_length", None)  # args None: only drop the None values
     if kwargs.get("max_length") is None and kwargs.get("max_new_tokens") is None and max_length is not None:
         kwargs["max_length"] = max_length
     num_beams = getattr(args, "generation_num_beams", None)

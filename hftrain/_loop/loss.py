@@ -1,138 +1,44 @@
-"""HF's loss and prediction contract for any model returning a ``ModelOutput`` or a tuple.
+"""How a micro-batch's loss is scaled before its backward, and what a model's loss does with ``num_items_in_batch``.
 
-``compute_loss`` and ``prediction_step`` are HF's ``Trainer`` methods of the same names (trainer.py:2130, :3193)
-as pure functions of what they read, so the facade's overridable methods stay one-liners.
+Pure functions of what they read; :mod:`hftrain._loop.step` calls them from ``Trainer.training_step``.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
-from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-from transformers.trainer_pt_utils import nested_detach
-from transformers.utils import can_return_loss, find_labels
 
 
-@dataclass(frozen=True, slots=True)
-class ModelContract:
-    """What HF's Trainer learns about a model by inspecting it (trainer.py:505-560).
+def scale_loss(
+    loss: torch.Tensor, *, scaled_for_ga: bool, accumulation_steps: int, share: float, normalises_by_num_items: bool
+) -> torch.Tensor:
+    """The loss to backpropagate (and to log) for one micro-batch.
+
+    transformers divides a per-batch mean by the number of micro-batches in the window, and leaves a loss already
+    normalised for the window (``scaled_for_ga``) as it is. Across processes hftrain also weighs this process's
+    part by its ``share`` of the global batch (``rows × processes / global rows``), so that the average the
+    processes' gradients get is the one-process gradient: a mean over an uneven slice counts for its rows, a
+    stand-in row (share 0) for nothing. A loss normalised by ``num_items_in_batch`` needs no share: the count is
+    already the window's over every process.
 
     Example:
-        >>> from torch import nn
-        >>> ModelContract.inspect(nn.Linear(2, 2), label_names=None).label_names
-        []
+        >>> scale_loss(torch.tensor(2.0), scaled_for_ga=False, accumulation_steps=4, share=1.0,
+        ...            normalises_by_num_items=False)
+        tensor(0.5000)
+        >>> scale_loss(torch.tensor(2.0), scaled_for_ga=True, accumulation_steps=4, share=0.5,
+        ...            normalises_by_num_items=True)
+        tensor(2.)
     """
-
-    accepts_loss_kwargs: bool  # forward(**kwargs): the model normalises by num_items_in_batch itself
-    label_names: list[str]
-    can_return_loss: bool
-    shifts_labels: bool  # causal-LM loss: count labels[..., 1:] for num_items_in_batch
-    is_causal_lm: bool  # the label smoother shifts labels for these classes
-
-    @classmethod
-    def inspect(cls, model: nn.Module, label_names: list[str] | None) -> ModelContract:
-        if hasattr(model, "accepts_loss_kwargs"):
-            accepts = bool(model.accepts_loss_kwargs)
-        else:
-            params = inspect.signature(model.forward).parameters.values()
-            accepts = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params)
-        config = getattr(model, "config", None)
-        # transformers' loss module imports accelerate; any HF model has imported it already, a plain one needn't
-        from transformers.loss.loss_utils import LOSS_MAPPING, ForCausalLMLoss
-
-        shifts = LOSS_MAPPING.get(getattr(model, "loss_type", None)) is ForCausalLMLoss and not getattr(
-            config, "is_encoder_decoder", False
-        )
-        return cls(
-            accepts_loss_kwargs=accepts,
-            label_names=find_labels(model.__class__) if label_names is None else list(label_names),
-            can_return_loss=can_return_loss(model.__class__),
-            shifts_labels=shifts,
-            is_causal_lm=model._get_name() in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values(),
-        )
-
-
-def compute_loss(
-    model: nn.Module,
-    inputs: dict[str, Any],
-    *,
-    contract: ModelContract,
-    label_smoother: Callable | None,
-    compute_loss_func: Callable | None,
-    num_items_in_batch: torch.Tensor | int | None,
-    return_outputs: bool = False,
-) -> torch.Tensor | tuple[torch.Tensor, Any]:
-    """The loss of one micro-batch, with HF's label smoothing, ``compute_loss_func`` and token normalisation."""
-    labels = inputs.pop("labels") if (label_smoother or compute_loss_func) and "labels" in inputs else None
-    if contract.accepts_loss_kwargs and num_items_in_batch is not None:
-        inputs = {**inputs, "num_items_in_batch": num_items_in_batch}
-    outputs = model(**inputs)
-    if compute_loss_func is not None:
-        loss = compute_loss_func(outputs, labels, num_items_in_batch=num_items_in_batch)
-    elif labels is not None:
-        loss = label_smoother(
-            outputs, labels, shift_labels=contract.is_causal_lm, num_items_in_batch=num_items_in_batch
-        )
-    else:
-        if isinstance(outputs, dict) and "loss" not in outputs:
-            raise ValueError(
-                "The model did not return a loss from the inputs, only the following keys: "
-                f"{','.join(outputs.keys())}. For reference, the inputs it received are {','.join(inputs.keys())}. "
-                "Pass the labels under a name listed in `label_names`, or return the loss first from forward()."
-            )
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs[0]
-        if loss is None or not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            raise ValueError(
-                f"{type(model).__name__} returned no loss for inputs {sorted(inputs)}: its first output is not a "
-                "scalar loss. Pass labels (see `TrainingArguments.label_names`), return the loss first from "
-                "forward(), or pass a `compute_loss_func` to the Trainer."
-            )
-    # HF multiplies by the world size here (its count is the sum over ranks); hftrain's count is already divided
-    # by the world size (see hftrain._backends.ddp), so nothing to do: on one process the two are the same number.
-    return (loss, outputs) if return_outputs else loss
-
-
-def prediction_step(
-    model: nn.Module,
-    inputs: dict[str, Any],
-    prediction_loss_only: bool,
-    *,
-    contract: ModelContract,
-    ignore_keys: list[str] | None,
-    loss_fn: Callable[..., tuple[torch.Tensor, Any]],
-    count_items: Callable[[list], Any],
-) -> tuple[torch.Tensor | None, Any, Any]:
-    """``(loss, logits, labels)`` for one evaluation batch, as HF's ``Trainer.prediction_step``."""
-    names = contract.label_names
-    has_labels = bool(names) and all(inputs.get(k) is not None for k in names)
-    return_loss = inputs.get("return_loss")
-    loss_without_labels = not names and (contract.can_return_loss if return_loss is None else return_loss)
-    if ignore_keys is None:
-        config = getattr(model, "config", None)
-        ignore_keys = getattr(config, "keys_to_ignore_at_inference", ["cache"]) if config is not None else []
-    labels = None
-    if has_labels or loss_without_labels:
-        labels = nested_detach(tuple(inputs.get(name) for name in names))
-        labels = labels[0] if len(labels) == 1 else labels
-    with torch.no_grad():
-        if has_labels or loss_without_labels:
-            loss, outputs = loss_fn(model, inputs, return_outputs=True, num_items_in_batch=count_items([inputs]))
-            loss = loss.detach().mean()
-            skip = [*ignore_keys, "loss"]
-            logits = tuple(v for k, v in outputs.items() if k not in skip) if isinstance(outputs, dict) else outputs[1:]
-        else:
-            loss = None
-            outputs = model(**inputs)
-            logits = tuple(v for k, v in outputs.items() if k not in ignore_keys) if isinstance(outputs, dict) else outputs
-    if prediction_loss_only:
-        return loss, None, None
-    logits = nested_detach(logits)
-    return loss, logits[0] if len(logits) == 1 else logits, labels
+    if not scaled_for_ga:
+        loss = loss / accumulation_steps
+        return loss * share if share != 1.0 else loss
+    if share == 0.0:
+        return loss * 0.0  # a stand-in row: takes part in the backward, contributes nothing
+    if share != 1.0 and not normalises_by_num_items:
+        return loss * share  # a mean that ignored num_items_in_batch: weigh it like any mean
+    return loss
 
 
 def normalises_by_num_items(model: nn.Module, inputs: dict[str, Any], num_items: torch.Tensor) -> bool:

@@ -91,7 +91,8 @@ def optimizer_cls_and_kwargs(args: Any) -> tuple[type[torch.optim.Optimizer], di
     hint = f" It needs the `{package}` package, which hftrain does not integrate yet." if package else ""
     raise ValueError(
         f"`optim={name!r}` is not supported by hftrain.{hint} Use one of adamw_torch_fused (the default), "
-        "adamw_torch, adafactor, sgd, adagrad, rmsprop, or pass your own `optimizers=(optimizer, scheduler)`."
+        "adamw_torch, adafactor, sgd, adagrad, rmsprop, or pass your own `optimizers=(optimizer, scheduler)` or "
+        "`optimizer_cls_and_kwargs=(cls, kwargs)`."
     )
 
 
@@ -116,4 +117,81 @@ def is_metric_driven(scheduler: Any) -> bool:
     """Plateau-style schedulers step after an evaluation with a metric, never per optimizer step (HF)."""
     return isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) or type(scheduler).__name__ == "GreedyLR"
 
+
+
+
+def is_optimizer_factory(optimizer_cls: Any) -> bool:
+    """transformers' rule: anything but a ``torch.optim.Optimizer`` class builds the optimizer from the model."""
+    return not (isinstance(optimizer_cls, type) and issubclass(optimizer_cls, torch.optim.Optimizer))
+
+
+class OptimizerMethods:
+    """transformers.Trainer's optimizer and scheduler methods."""
+
+    def create_optimizer_and_scheduler(self, num_training_steps: int) -> None:
+        """``create_optimizer()`` then ``create_scheduler(num_training_steps)`` (transformers' own ``train`` calls
+        the two separately, and so does hftrain's)."""
+        self.create_optimizer()
+        self.create_scheduler(num_training_steps=num_training_steps)
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """AdamW (or ``args.optim``, or ``optimizer_cls_and_kwargs``) over the decay / no-decay groups, unless an
+        optimizer was given."""
+        opt_model = self.model if model is None else model
+        if self.optimizer is None:
+            decay_parameters = self.get_decay_parameter_names(opt_model)
+            named = [(n, p) for n, p in opt_model.named_parameters() if p.requires_grad]
+            groups: Any = [
+                {"params": [p for n, p in named if n in decay_parameters], "weight_decay": self.args.weight_decay},
+                {"params": [p for n, p in named if n not in decay_parameters], "weight_decay": 0.0},
+            ]
+            if self.optimizer_cls_and_kwargs is not None:
+                optimizer_cls, optimizer_kwargs = self.optimizer_cls_and_kwargs
+            else:
+                optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
+            optimizer_kwargs = dict(optimizer_kwargs)
+            if is_optimizer_factory(optimizer_cls):
+                self.optimizer = optimizer_cls()(opt_model, **optimizer_kwargs)
+            else:
+                for key in ("params", "model", "optimizer_dict"):  # handlers that group the parameters themselves
+                    if key in optimizer_kwargs:
+                        groups = optimizer_kwargs.pop(key)
+                self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
+        """``lr_scheduler_type`` with HF's warmup, unless a scheduler was given."""
+        if self.lr_scheduler is None:
+            self.lr_scheduler = create_scheduler(optimizer if optimizer is not None else self.optimizer, self.args,
+                                                 num_training_steps)
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    @staticmethod
+    def get_optimizer_cls_and_kwargs(args: Any, model: nn.Module | None = None) -> tuple[Any, Any]:
+        """The optimizer class and keyword arguments for ``args.optim`` / ``args.optim_args``.
+
+        hftrain builds the torch and transformers optimizers itself; for the others (bitsandbytes, GaLore,
+        LOMO…) transformers' own table is used, and needs their packages."""
+        try:
+            return optimizer_cls_and_kwargs(args)
+        except ValueError as unsupported:
+            from transformers.trainer_optimizer import _OPTIMIZER_HANDLERS, OptimizerContext, _parse_optim_args
+
+            handler = _OPTIMIZER_HANDLERS.get(args.optim)
+            if handler is None:
+                raise
+            context = OptimizerContext(
+                args=args, model=model, optimizer_kwargs={"lr": args.learning_rate},
+                adam_kwargs={"betas": (args.adam_beta1, args.adam_beta2), "eps": args.adam_epsilon},
+                optim_args=_parse_optim_args(args.optim_args),
+            )
+            try:
+                return handler(context)
+            except ImportError as missing:
+                raise unsupported from missing
+
+    def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
+        """The parameters that get weight decay: not in a LayerNorm, not a bias or a norm by name."""
+        return decay_parameter_names(model)
 

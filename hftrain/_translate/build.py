@@ -1,107 +1,65 @@
-"""``TrainingArguments`` + ``Env`` → the run's step arithmetic and ``lightning.Trainer`` keyword arguments.
+"""``TrainingArguments`` + ``Env`` → the ``lightning.Trainer`` of one hftrain call.
 
-Pure functions, no side effects: every mapping is table-tested on a CPU with a faked ``Env``. The step arithmetic
-is HF's (``Trainer.set_initial_training_values``); Lightning always gets an explicit ``max_steps`` with
-``max_epochs=-1`` because its own defaults (1000 epochs, integer epochs only) would train for a different length.
+:func:`lightning_trainer_kwargs` is a pure function, table-tested on a CPU with a faked ``Env``. Lightning always
+gets an explicit ``max_steps`` with ``max_epochs=-1``: its own defaults (1000 epochs, integer epochs only) would train
+for a different length, and HF's ``DefaultFlowCallback`` ends the run at ``max_steps`` anyway.
 """
 
 from __future__ import annotations
 
-import math
-import sys
-from dataclasses import dataclass
 from typing import Any
 
-from hftrain._translate.env import Env
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint, ModelSummary, ProgressBar
+
+from hftrain._lightning_compat import (
+    carry_results_to_caller,
+    check_on_every_validation,
+    is_interactive,
+    unscale_once_precision,
+    with_deepspeed_accumulation,
+)
+from hftrain._translate.env import Env, detect_env
+from hftrain._translate.precision import precision
 from hftrain._translate.strategy import accelerator, devices_and_nodes, lightning_strategy
 
 
-@dataclass(frozen=True, slots=True)
-class TrainingPlan:
-    """How long a run is, in HF's units (optimizer steps; micro-batches for ``steps_in_epoch``).
-
-    Example:
-        >>> plan = training_plan(max_steps=-1, num_train_epochs=1.5, accumulation_steps=2,
-        ...                      batches_per_epoch=5, num_examples=10, total_batch_size=4)
-        >>> plan.max_steps, plan.num_train_epochs, plan.updates_per_epoch
-        (5, 2, 3)
-    """
-
-    max_steps: int
-    num_train_epochs: int
-    updates_per_epoch: int
-    steps_in_epoch: int
-    num_examples: int
-    num_train_samples: float
-
-
-def training_plan(
-    *,
-    max_steps: int,
-    num_train_epochs: float,
-    accumulation_steps: int,
-    batches_per_epoch: int | None,
-    num_examples: int | None,
-    total_batch_size: int,
-) -> TrainingPlan:
-    """HF's step arithmetic: ``max_steps = ceil(epochs · ceil(batches / GA))`` unless ``max_steps > 0``."""
-    if batches_per_epoch is not None:
-        updates = max(batches_per_epoch // accumulation_steps + int(batches_per_epoch % accumulation_steps > 0), 1)
-        steps = math.ceil(num_train_epochs * updates) if max_steps < 0 else max_steps
-        examples = num_examples if num_examples is not None else batches_per_epoch * total_batch_size
-        if max_steps > 0:
-            epochs, samples = steps // updates + int(steps % updates > 0), steps * total_batch_size
-        else:
-            epochs, samples = math.ceil(num_train_epochs), examples * num_train_epochs
-        return TrainingPlan(steps, epochs, updates, batches_per_epoch, examples, samples)
-    if max_steps > 0:
-        return TrainingPlan(
-            max_steps, sys.maxsize, max_steps, max_steps * accumulation_steps,
-            total_batch_size * max_steps, max_steps * total_batch_size,
-        )
-    raise ValueError(
-        f"The train_dataset does not implement __len__, so the number of training steps cannot be inferred; "
-        f"`max_steps` has to be set to a positive value (got max_steps={max_steps}). The total number of steps must "
-        "be known in advance to bound the training loop and to configure the learning rate scheduler."
-    )
-
-
-def precision(args: Any, env: Env) -> Any:
-    """``precision`` as given (a Lightning string or plugin), else HF's flags as a Lightning precision string.
-
-    ``fp16`` on a machine without CUDA trains in fp32, as HF does (Lightning would silently switch to bf16).
-    """
-    if getattr(args, "precision", None) is not None:
-        return args.precision
-    if args.bf16:
-        return "bf16-mixed"
-    if args.fp16:
-        return "16-mixed" if env.has_cuda and not args.use_cpu else "32-true"
-    return "32-true"
+def build_lightning_trainer(
+    args: Any, max_steps: int, callbacks: list[L.Callback], loggers: list, hidden_size: int | None = None
+) -> L.Trainer:
+    """``lightning.Trainer`` from the translated arguments; a Lightning checkpoint, progress-bar or summary callback
+    among ``callbacks`` switches the matching Lightning feature back on."""
+    kwargs = lightning_trainer_kwargs(args, detect_env(), max_steps, is_interactive(), hidden_size)
+    check_on_every_validation(callbacks)
+    for flag, kind in (("enable_checkpointing", ModelCheckpoint), ("enable_progress_bar", ProgressBar),
+                       ("enable_model_summary", ModelSummary)):
+        kwargs[flag] = kwargs[flag] or any(isinstance(cb, kind) for cb in callbacks)
+    trainer = L.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False)
+    unscale_once_precision(trainer.strategy.precision_plugin)  # the step clips (and so unscales) before stepping
+    with_deepspeed_accumulation(trainer.strategy, args.gradient_accumulation_steps)
+    carry_results_to_caller(trainer)
+    return trainer
 
 
 def lightning_trainer_kwargs(
-    args: Any, env: Env, plan: TrainingPlan, interactive: bool = False, hidden_size: int | None = None
+    args: Any, env: Env, max_steps: int, interactive: bool = False, hidden_size: int | None = None
 ) -> dict[str, Any]:
-    """Keyword arguments for ``lightning.Trainer`` (loggers and callbacks are added by the facade).
+    """Keyword arguments for ``lightning.Trainer`` (loggers and callbacks are added by :func:`build_lightning_trainer`).
 
-    Evaluation, logging and saving are decided by HF's flow in optimizer steps (the flow callback), never by
+    The optimizer step is transformers' (manual optimization, :mod:`hftrain._loop.step`): Lightning accumulates and
+    clips nothing itself. Evaluation, logging and saving are decided in optimizer steps by HF's flow, never by
     Lightning's batch-counting ``val_check_interval`` / ``log_every_n_steps`` / ``ModelCheckpoint``.
+    ``max_steps``: the optimizer steps this ``fit`` runs (0 for evaluate / predict).
     """
     devices, num_nodes = devices_and_nodes(args, env)
-    strategy = lightning_strategy(args, env, interactive, plan.max_steps, hidden_size)
+    strategy = lightning_strategy(args, env, interactive, max_steps, hidden_size)
     kwargs = {
         "accelerator": accelerator(args, env),
         "devices": devices,
         "num_nodes": num_nodes,
         "strategy": strategy,
         "precision": precision(args, env),
-        "accumulate_grad_batches": args.gradient_accumulation_steps,
-        # clipping is done by the module (it also logs HF's pre-clip grad_norm); the value reaches strategies
-        # such as DeepSpeed that clip on their own
-        "gradient_clip_val": args.max_grad_norm if args.max_grad_norm > 0 else None,
-        "gradient_clip_algorithm": "norm",
-        "max_steps": plan.max_steps,
+        "max_steps": max_steps,
         "max_epochs": -1,
         "num_sanity_val_steps": 0,  # a sanity pass would draw from the RNG and shift dropout masks
         "deterministic": True if args.full_determinism else None,

@@ -82,7 +82,7 @@ def test_causal_lm_token_normalised_accumulation(tmp_path):
         str(tmp_path), train_dataset=lm_rows(14), data_collator=pad_lm_batch,
     )
     hf, ours = runs["hf"], runs["ours"]
-    assert ours["trainer"].model_accepts_loss_kwargs and ours["trainer"].contract.shifts_labels
+    assert ours["trainer"].model_accepts_loss_kwargs and ours["trainer"]._loss_shifts_labels
     assert_histories_match(step_logs(hf["history"]), step_logs(ours["history"]), STEP_KEYS)
     assert_same_parameters(hf["trainer"].model, ours["trainer"].model)
 

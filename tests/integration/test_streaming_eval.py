@@ -46,7 +46,7 @@ def test_torchmetrics_collection_streams_and_matches_numpy_metrics(tmp_path):
     assert streamed["eval_accuracy"] == pytest.approx(reference["eval_accuracy"])
     assert streamed["eval_loss"] == pytest.approx(reference["eval_loss"])
     assert 0.0 <= streamed["eval_f1"] <= 1.0
-    assert trainer.lightning_module.collector.results[0].output.predictions is None  # nothing was held
+    assert trainer._eval_collector.results[0].output.predictions is None  # nothing was held
     again = trainer.evaluate(data)  # the metric was reset after compute()
     assert again["eval_accuracy"] == pytest.approx(streamed["eval_accuracy"])
     single = _eval_trainer(hftrain.Trainer, hftrain.TrainingArguments, tmp_path, "one", model,

@@ -46,18 +46,32 @@ class FakeEngine:
         return (load_dir, {}) if self.load_ok else (None, None)
 
 
-def _save(tmp_path, engine, **arg_overrides):
+class DeepSpeedTrainer(Trainer):
+    """The Trainer as it runs under DeepSpeed, with the stand-in engine in place of Lightning's."""
+
+    _deepspeed = True
+    engine: FakeEngine | None = None
+
+    def _deepspeed_engine(self):
+        return self.engine
+
+
+def _trainer(tmp_path, engine, **arg_overrides):
     model = nn.Linear(3, 2)
     engine.model = model
-    optimizer = torch.optim.AdamW(model.parameters())
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     args = TrainingArguments(str(tmp_path), report_to="none", **arg_overrides)
-    state = TrainerState(global_step=4)
-    path = checkpointing.save_checkpoint(
-        output_dir=str(tmp_path), global_step=4, model=model, processing_class=None, args=args, optimizer=optimizer,
-        scheduler=scheduler, state=state, deepspeed_engine=engine,
-    )
-    return Path(path), model
+    trainer = DeepSpeedTrainer(model, args)
+    trainer.engine = engine
+    trainer.optimizer = torch.optim.AdamW(model.parameters())
+    trainer.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(trainer.optimizer, lambda step: 1.0)
+    return trainer
+
+
+def _save(tmp_path, engine, **arg_overrides):
+    trainer = _trainer(tmp_path, engine, **arg_overrides)
+    trainer.state = TrainerState(global_step=4)
+    trainer._save_checkpoint(trainer.model, trial=None)  # the path every save takes: save_model, _save, ...
+    return Path(tmp_path, "checkpoint-4"), trainer.model
 
 
 def test_checkpoint_holds_the_engine_states_beside_hf_files(tmp_path):
@@ -136,14 +150,12 @@ def test_a_damaged_engine_file_is_named(tmp_path):
 
 def test_resume_reads_only_the_scheduler_the_engine_restores_the_optimizer(tmp_path):
     path, _ = _save(tmp_path, FakeEngine(nn.Linear(3, 2)))
-    model = nn.Linear(3, 2)
-    optimizer = torch.optim.AdamW(model.parameters())
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     saved = torch.load(path / "scheduler.pt", weights_only=True)
     saved["last_epoch"] = 7
     torch.save(saved, path / "scheduler.pt")
-    checkpointing.load_optimizer_and_scheduler(str(path), optimizer, scheduler, model, deepspeed=True)
-    assert scheduler.last_epoch == 7 and optimizer.state_dict()["state"] == {}
+    trainer = _trainer(tmp_path / "resumed", FakeEngine(nn.Linear(3, 2)))
+    trainer._load_optimizer_and_scheduler(str(path))
+    assert trainer.lr_scheduler.last_epoch == 7 and trainer.optimizer.state_dict()["state"] == {}
 
 
 def test_engine_lookup_is_none_without_deepspeed():

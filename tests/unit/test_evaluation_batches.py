@@ -13,7 +13,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from hftrain._backends.ddp import Slice
-from hftrain._loop.evaluation import EvalCollector, EvalRequest
+from hftrain._loop.collector import EvalCollector, EvalRequest
 
 ROWS = [2, 2, 1]  # three batches; the last one short
 
@@ -100,7 +100,7 @@ def test_an_iterable_dataset_does_not_trust_the_length():
 
 
 def test_a_loader_shorter_than_its_length_is_reported(caplog):
-    with caplog.at_level(logging.WARNING, logger="hftrain._loop.evaluation"):
+    with caplog.at_level(logging.WARNING, logger="hftrain._loop.collector"):
         calls, _ = _run(_Owner(len(ROWS) + 1))
     assert [c[2] for c in calls] == [False, False, False]
     assert "never called with compute_result=True" in caplog.text

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from hftrain import TrainingArguments
-from hftrain._loop.data import AccumulationWindows, SeededRandomSampler, count_label_items
+from hftrain._loop.data import SeededRandomSampler
+from hftrain._loop.loss import scale_loss
+from hftrain._loop.train import EpochIterator
 from hftrain._loop.optim import create_optimizer, create_scheduler, decay_parameter_names, optimizer_cls_and_kwargs
 from tests.helpers import tiny_llama
 
@@ -75,15 +77,57 @@ def test_seeded_sampler_matches_accelerate_order():
         assert list(ours) == list(theirs)
 
 
-def test_windows_count_items_over_the_whole_window():
-    batches = [{"labels": torch.tensor([[1, 2, -100]])}, {"labels": torch.tensor([[3, -100, -100]])},
-               {"labels": torch.tensor([[4, 5, 6]])}]
-    windows = AccumulationWindows(batches, 2, lambda w: count_label_items(w, shift_labels=False))
-    seen = []
-    for batch in windows:
-        seen.append(windows.windows.popleft())
-    assert [(int(w.num_items_in_batch), w.window_size, w.share) for w in seen] == [(3, 2, 1), (3, 2, 1), (3, 1, 1)]
-    assert count_label_items(batches[:1], shift_labels=True) == 1  # labels[..., 1:] for causal LMs
+def test_get_batch_samples_counts_the_window_as_transformers(tmp_path):
+    import transformers
+
+    from hftrain import Trainer
+
+    batches = [{"input_ids": torch.ones(1, 3, dtype=torch.long), "labels": torch.tensor([[1, 2, -100]])},
+               {"input_ids": torch.ones(1, 3, dtype=torch.long), "labels": torch.tensor([[3, -100, -100]])},
+               {"input_ids": torch.ones(1, 3, dtype=torch.long), "labels": torch.tensor([[4, 5, 6]])}]
+    windows = {}
+    for name, cls, args_cls in (("hf", transformers.Trainer, transformers.TrainingArguments),
+                                ("ours", Trainer, TrainingArguments)):
+        trainer = cls(tiny_llama(), args_cls(str(tmp_path / name), report_to="none"))
+        iterator = iter(batches)
+        windows[name] = [trainer.get_batch_samples(iterator, 2, torch.device("cpu")) for _ in range(2)]
+    for (hf_batches, hf_items), (our_batches, our_items) in zip(windows["hf"], windows["ours"]):
+        assert our_batches == hf_batches and int(our_items) == int(hf_items)
+    # a causal LM counts labels[..., 1:]: 1 + 0, then 2
+    assert [int(items) for _, items in windows["ours"]] == [1, 2]
+
+
+def test_epoch_iterator_collates_one_batch_ahead_as_accelerate():
+    collated = []
+
+    def collate(rows):
+        collated.append(rows)
+        return {"x": torch.tensor(rows)}
+
+    loader = torch.utils.data.DataLoader(list(range(6)), batch_size=2, collate_fn=collate)
+    iterator = EpochIterator(loader, to_device=lambda batch: batch)
+    first = next(iterator)
+    assert first["x"].tolist() == [0, 1] and len(collated) == 2  # the next batch is collated already
+    assert [b["x"].tolist() for b in iterator] == [[2, 3], [4, 5]]
+    resumed = EpochIterator(loader, to_device=lambda batch: batch, skip=2)
+    assert [b["x"].tolist() for b in resumed] == [[4, 5]]
+
+
+@pytest.mark.parametrize(
+    ("scaled", "share", "normalises", "expected"),
+    [
+        (False, 1.0, False, 0.5),  # a mean divided by the window's 4 micro-batches
+        (False, 0.5, False, 0.25),  # ... and weighted by this process's half share of the global batch
+        (True, 1.0, True, 2.0),  # normalised by num_items_in_batch already
+        (True, 0.5, True, 2.0),  # ... over every process: no share
+        (True, 0.5, False, 1.0),  # a mean that ignored num_items_in_batch: weighted like a mean
+        (True, 0.0, True, 0.0),  # a stand-in row counts for nothing
+    ],
+)
+def test_scale_loss(scaled, share, normalises, expected):
+    loss = scale_loss(torch.tensor(2.0), scaled_for_ga=scaled, accumulation_steps=4, share=share,
+                      normalises_by_num_items=normalises)
+    assert float(loss) == expected
 
 
 def test_sharded_batches_are_slices_of_the_single_process_batches():

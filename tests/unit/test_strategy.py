@@ -16,10 +16,10 @@ from hftrain import TrainingArguments
 from hftrain._translate.env import Env
 from hftrain._backends.fsdp import FsdpPlan, _layers_to_shard, fsdp_plan
 from hftrain._translate.strategy import lightning_strategy
-from hftrain._translate.build import TrainingPlan, lightning_trainer_kwargs
+from hftrain._translate.build import lightning_trainer_kwargs
 
 CPU, TORCHRUN_2 = Env(), Env(world_size=2, local_world_size=2)
-PLAN = TrainingPlan(10, 1, 10, 10, 80, 80)
+PLAN = 10  # max_steps
 
 
 def _args(**kwargs) -> TrainingArguments:
