@@ -509,7 +509,7 @@ class TrainingArguments(_LightningFields):
         always_push: bool = False,
         revision: str | None = None,
     ) -> Self:
-        """Set the Hub arguments and ``push_to_hub=True`` (which hftrain rejects: it needs the network)."""
+        """Set the Hub arguments and ``push_to_hub=True`` (pushing needs network access to the Hub)."""
         self.push_to_hub = True
         self.hub_model_id = model_id
         self.hub_strategy = to_enum(HubStrategy, "strategy", strategy)

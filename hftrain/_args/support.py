@@ -43,7 +43,7 @@ _SCRIPT_FLAG = Mapped("stored as HF does; read by the user's script, not by the 
 _TRACKER = Ignored("tracker metadata; hftrain's loggers do not read it")
 _SINGLE_PROCESS = Ignored("one node; hftrain gathers evaluation results itself")
 _COMPILE = Ignored("hftrain runs the model eagerly")
-_HUB = Ignored("only used with push_to_hub, which hftrain does not support")
+_HUB = Mapped("push_to_hub / init_hf_repo / _push_from_checkpoint, through huggingface_hub")
 
 FIELD_SUPPORT: dict[str, FieldSupport] = {
     # -- output, length, batching
@@ -53,9 +53,9 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
     # Lightning's max_epochs is an int: both become max_steps = ceil(epochs * updates_per_epoch), max_epochs=-1.
     "num_train_epochs": Mapped("lightning.Trainer(max_steps) via HF's step arithmetic"),
     "max_steps": Mapped("lightning.Trainer(max_steps), with max_epochs=-1"),
-    "gradient_accumulation_steps": Mapped("lightning.Trainer(accumulate_grad_batches) + HF's loss normalisation"),
-    # Token count of the accumulation window, all-reduced across ranks (HF trainer.py:2306-2367).
-    "average_tokens_across_devices": Mapped("num_items_in_batch summed across ranks in the module"),
+    "gradient_accumulation_steps": Mapped("hftrain._loop.step: get_batch_samples windows, one optimizer step each"),
+    # Token count of the accumulation window, all-reduced across ranks (HF `_get_num_items_in_batch`).
+    "average_tokens_across_devices": Mapped("Trainer._get_num_items_in_batch: the window's count over processes"),
     # -- optimizer and schedule (built in LightningModule.configure_optimizers, exactly as HF builds them)
     "learning_rate": Mapped("optimizer lr"),
     "lr_scheduler_type": Mapped("transformers.get_scheduler(name), stepped every optimizer step"),
@@ -162,7 +162,7 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
     # Only read by the group_by_length / batch_rebalance samplers, which compute lengths when the column is absent.
     "length_column_name": Ignored("precomputed lengths are not read; lengths are computed from the inputs"),
     # -- Unsupported
-    "push_to_hub": Unsupported("needs network access to the Hugging Face Hub"),
+    "push_to_hub": Mapped("Trainer.push_to_hub and hub_strategy pushes, through huggingface_hub (needs the network)"),
     "accelerator_config": Unsupported(
         "accelerate's dataloader options (split/dispatch/even batches): hftrain shards every global batch itself, "
         "so results do not depend on the number of processes"
@@ -178,7 +178,7 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
     "auto_find_batch_size": Unsupported("the OOM-retry batch-size search is not implemented"),
     "bf16_full_eval": Mapped("model cast to bf16 for evaluate()/predict() outside train(), as HF"),
     "fp16_full_eval": Mapped("model cast to fp16 for evaluate()/predict() outside train(), as HF"),
-    "include_num_input_tokens_seen": Unsupported("input-token counting is not implemented"),
+    "include_num_input_tokens_seen": Mapped("Trainer._track_num_input_tokens, every micro-batch, summed over processes"),
     "batch_eval_metrics": Mapped("compute_metrics(batch, compute_result=is_last) per eval batch"),
     "enable_jit_checkpoint": Unsupported("checkpoint-on-SIGTERM is not implemented"),
     "restore_callback_states_from_checkpoint": Mapped("resuming rebuilds the checkpointed stateful callbacks"),

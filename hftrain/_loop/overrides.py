@@ -25,7 +25,6 @@ NOT_CALLED: dict[str, str] = {
     "_sync_replicated_trainable_parameters": "models sharded at load time are not supported by hftrain",
     "_mixed_mesh_grad_norm": "override `_clip_grad_norm` / `_get_grad_norm`",
     "_has_mixed_mesh_grads": "override `_clip_grad_norm` / `_get_grad_norm`",
-    "_track_num_input_tokens": "include_num_input_tokens_seen is not supported by hftrain yet",
 }
 
 # transformers 5.x does not call these either

@@ -128,8 +128,13 @@ class TrainingStepMethods:
                     "scalar loss. Pass labels (see `TrainingArguments.label_names`), return the loss first from "
                     "forward(), or pass a `compute_loss_func` to the Trainer."
                 )
-        # transformers multiplies the loss by the number of processes here, its num_items_in_batch being the sum over
-        # them; hftrain's is already divided by that number (see the module docstring): nothing to do.
+        if self.args.average_tokens_across_devices and (
+            self.model_accepts_loss_kwargs or self.compute_loss_func) and num_items_in_batch is not None:
+            # transformers multiplies by the data-parallel processes (processes // tensor-parallel size), its count
+            # being their sum; hftrain's count is already divided by the number of processes (module docstring)
+            loss_scale = self.accelerator.num_processes // self.get_tp_size()
+            if loss_scale != ddp.world_size():
+                loss = loss * (loss_scale / ddp.world_size())
         return (loss, outputs) if return_outputs else loss
 
     def compute_loss_context_manager(self) -> contextlib.ExitStack:
@@ -183,7 +188,9 @@ class TrainingStepMethods:
         across = ddp.world_size() > 1 and self.args.average_tokens_across_devices and torch.is_grad_enabled()
         if across:
             num_items = ddp.all_reduce(num_items.to(device).clone()) / ddp.world_size()
-        return num_items.to(device) if torch.is_tensor(num_items) else num_items
+        if torch.is_tensor(num_items):  # processes that see the same batch (tensor / context / sequence parallel)
+            num_items = num_items.to(device) / (self.get_tp_size() * self.get_cp_size() * self.get_sp_size())
+        return num_items
 
     def _prepare_input(self, data: torch.Tensor | Any) -> torch.Tensor | Any:
         """``data`` (nested dicts / lists / tensors) on the device of this process."""
@@ -203,6 +210,37 @@ class TrainingStepMethods:
                 f"training dataset contains keys expected by the model: {','.join(self._signature_columns or [])}."
             )
         return inputs
+
+    def _track_num_input_tokens(self, inputs: Any) -> None:
+        """``include_num_input_tokens_seen``: add the micro-batch's input tokens (all, or the non-padding ones) of
+        every process to ``state.num_input_tokens_seen``."""
+        if self.args.include_num_input_tokens_seen == "no":
+            return
+        main_input_name = getattr(self.model, "main_input_name", "input_ids")
+        if main_input_name not in inputs:
+            logger.warning(
+                "Tried to track the number of tokens seen, however the current model is not configured properly to "
+                "know what item is the input. To fix this, add a `main_input_name` attribute to the model class you "
+                "are using."
+            )
+            return
+        if self.args.include_num_input_tokens_seen == "non_padding":
+            pad_token_id = getattr(self.processing_class, "pad_token_id", None)
+            if "attention_mask" in inputs:
+                input_tokens = inputs["attention_mask"].sum()
+            elif pad_token_id is not None:
+                input_tokens = (inputs[main_input_name] != pad_token_id).sum()
+            else:
+                logger.warning(
+                    "Could not determine method to count non-padding tokens, falling back to counting all tokens."
+                )
+                input_tokens = inputs[main_input_name].numel()
+        else:
+            input_tokens = inputs[main_input_name].numel()
+        if self.accelerator.gradient_state.share == 0.0:
+            input_tokens = 0  # a stand-in row of a process with nothing left: not data
+        input_tokens = torch.as_tensor(input_tokens, device=self.accelerator.device, dtype=torch.int64)
+        self.state.num_input_tokens_seen += self.accelerator.gather(input_tokens).sum().item()
 
     # ---- the optimizer step ----------------------------------------------------------------------------------------
     def _clip_grad_norm(self, model: nn.Module) -> torch.Tensor | None:
@@ -261,6 +299,7 @@ class TrainingStepMethods:
                     )
                 self._tr_loss += tr_loss_step
             self.current_flos += float(self.floating_point_ops(inputs))
+            self._track_num_input_tokens(inputs)
             if do_sync_step:
                 self._optimizer_step(epoch)
             else:

@@ -222,6 +222,9 @@ class TrainMethods:
         epoch_based = max_steps < 0
         len_dataloader = len(dataloader) if has_length(dataloader) else None
         total_train_batch_size = self.get_total_train_batch_size(args)
+        sp_size = self.get_sp_size()
+        if sp_size > 1 and len_dataloader is not None:
+            len_dataloader = len_dataloader * sp_size
         if len_dataloader is not None:
             num_update_steps_per_epoch = max(
                 len_dataloader // args.gradient_accumulation_steps
@@ -320,8 +323,9 @@ class TrainMethods:
         if self.args.load_best_model_at_end and self.state.best_model_checkpoint is not None and not self._deepspeed:
             self._load_best_model()  # under DeepSpeed it was loaded while the engine lived (_lightning_train_end)
         best = self.state.best_model_checkpoint
+        checkpoints_sorted = sort_checkpoints(output_dir=self._get_output_dir(trial), best_model_checkpoint=best)
         if self.args.should_save and best is not None and self.args.save_total_limit == 1:
-            for checkpoint in sort_checkpoints(output_dir=self._get_output_dir(trial), best_model_checkpoint=best):
+            for checkpoint in checkpoints_sorted:
                 if not os.path.samefile(checkpoint, best):
                     logger.info(f"Deleting older checkpoint [{checkpoint}] due to args.save_total_limit")
                     shutil.rmtree(checkpoint, ignore_errors=True)
@@ -369,7 +373,8 @@ class TrainMethods:
         """transformers' start of training, in the process that trains: the loss accumulator, ``on_train_begin``,
         ``eval_on_start``."""
         run = self._train_run
-        self._load_scaler(run.resume_from_checkpoint)
+        if run.resume_from_checkpoint is not None:
+            self._load_scaler(run.resume_from_checkpoint)
         self._tr_loss = torch.zeros((), device=device)
         self.model.zero_grad()
         self.control = self.callback_handler.on_train_begin(self.args, self.state, self.control)

@@ -41,18 +41,19 @@ MAPPED = _names(
     "predict_with_generate, generation_max_length, generation_num_beams, generation_config, bf16_full_eval, "
     "fp16_full_eval, batch_eval_metrics, run_name, ddp_find_unused_parameters, ddp_bucket_cap_mb, "
     "ddp_broadcast_buffers, ddp_static_graph, ddp_backend, ddp_timeout, project, "
-    "restore_callback_states_from_checkpoint, fsdp, fsdp_config, deepspeed, save_on_each_node"
+    "restore_callback_states_from_checkpoint, fsdp, fsdp_config, deepspeed, save_on_each_node, push_to_hub, "
+    "hub_token, hub_private_repo, hub_model_id, hub_strategy, hub_always_push, hub_revision, "
+    "include_num_input_tokens_seen"
 )
 IGNORED = _names(
     "sortish_sampler, trackio_space_id, trackio_bucket_id, trackio_static_space_id, "
     "log_on_each_node, eval_use_gather_object, torch_compile, torch_compile_backend, "
-    "torch_compile_mode, torch_empty_cache_steps, skip_memory_metrics, hub_token, hub_private_repo, hub_model_id, "
-    "hub_strategy, hub_always_push, hub_revision, length_column_name"
+    "torch_compile_mode, torch_empty_cache_steps, skip_memory_metrics, length_column_name"
 )
 UNSUPPORTED = _names(
-    "push_to_hub, accelerator_config, parallelism_config, optim_target_modules, "
+    "accelerator_config, parallelism_config, optim_target_modules, "
     "use_liger_kernel, liger_kernel_config, neftune_noise_alpha, auto_find_batch_size, "
-    "include_num_input_tokens_seen, enable_jit_checkpoint, debug"
+    "enable_jit_checkpoint, debug"
 )
 
 
@@ -91,7 +92,7 @@ def test_defaults_are_silent(cls):
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [
-        ({"hub_token": "secret"}, "hub_token"),
+        ({"trackio_bucket_id": "secret"}, "trackio_bucket_id"),
         ({"trackio_space_id": "exp"}, "trackio_space_id"),
         ({"eval_use_gather_object": True}, "eval_use_gather_object"),
         ({"torch_empty_cache_steps": 5}, "torch_empty_cache_steps"),
@@ -116,12 +117,12 @@ def test_torch_compile_backend_warns_for_each_field_it_sets():
 
 
 def test_unsupported_fields_raise_once_listing_each():
-    args = TrainingArguments(debug="underflow_overflow", push_to_hub=True, neftune_noise_alpha=5.0,
+    args = TrainingArguments(debug="underflow_overflow", auto_find_batch_size=True, neftune_noise_alpha=5.0,
                              accelerator_config={"split_batches": True})
     with pytest.raises(ValueError) as error:
         check_supported(args)
     message = str(error.value)
-    for field in ("accelerator_config", "debug", "push_to_hub", "neftune_noise_alpha"):
+    for field in ("accelerator_config", "debug", "auto_find_batch_size", "neftune_noise_alpha"):
         assert f"- `{field}`: {FIELD_SUPPORT[field].reason}" in message
     assert message.count("\n- ") == 4
 
@@ -132,7 +133,6 @@ def test_unsupported_fields_raise_once_listing_each():
         {"accelerator_config": {"split_batches": True}},
         {"parallelism_config": object()},
         {"auto_find_batch_size": True},
-        {"include_num_input_tokens_seen": True},
         {"neftune_noise_alpha": 5.0},
         {"optim_target_modules": ["attn"]},
     ],
