@@ -11,7 +11,6 @@ this module assembles them and holds the constructor. Lightning runs the loop: `
 from __future__ import annotations
 
 import inspect
-import logging
 import os
 import warnings
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from transformers.trainer_utils import enable_full_determinism, set_seed, speed_
 from hftrain._args.checks import check_trainer_inputs, coerce_args, split_callbacks
 from hftrain._args.support import check_supported
 from hftrain._backends import ddp
+from hftrain._logging import trainer_logger
 from hftrain._loop.accelerator import HFAccelerator
 from hftrain._loop.checkpoint import (  # noqa: F401  (transformers.trainer's names)
     OPTIMIZER_NAME,
@@ -66,8 +66,10 @@ from hftrain.trainer_callback import (
 if TYPE_CHECKING:
     from hftrain.training_args import TrainingArguments
 
-logger = logging.getLogger(__name__)
+logger = trainer_logger()
 
+OPTIMIZER_NAME_BIN = "optimizer.bin"
+FSDP_MODEL_NAME = "pytorch_model_fsdp"
 DEFAULT_CALLBACKS = [DefaultFlowCallback]
 DEFAULT_PROGRESS_CALLBACK = ProgressCallback
 
@@ -219,8 +221,21 @@ class Trainer(
         model.to(device)
 
     def create_accelerator_and_postprocess(self) -> None:
-        """``self.accelerator`` (an adapter over the Lightning strategy) and the flags transformers derives."""
-        self.accelerator = HFAccelerator(self.args)
+        """``self.accelerator`` (an adapter over the Lightning strategy) and the flags transformers derives;
+        ``accelerator_config``'s ``gradient_accumulation_kwargs`` apply here, as in transformers."""
+        grad_acc_kwargs = dict((self.args.accelerator_config or {}).get("gradient_accumulation_kwargs") or {})
+        if "num_steps" in grad_acc_kwargs:
+            if self.args.gradient_accumulation_steps > 1:
+                raise ValueError(
+                    "The `AcceleratorConfig`'s `num_steps` is set but `gradient_accumulation_steps` is greater than 1 "
+                    "in the passed `TrainingArguments`. If using the passed `AcceleratorConfig` is desired, do not "
+                    "set the `TrainingArguments` `gradient_accumulation_steps`."
+                )
+            self.args.gradient_accumulation_steps = grad_acc_kwargs["num_steps"]
+        grad_acc_kwargs["num_steps"] = 1  # transformers' loop accumulates, not accelerate's plugin
+        plugin_defaults = {"adjust_scheduler": True, "sync_with_dataloader": True, "sync_each_batch": False}
+        plugin_kwargs = {k: v for k, v in grad_acc_kwargs.items() if plugin_defaults.get(k, object()) != v}
+        self.accelerator = HFAccelerator(self.args, plugin_kwargs)
         self.gather_function = self.accelerator.gather_for_metrics
         self.is_deepspeed_enabled = self._deepspeed
         self.is_fsdp_enabled = self._sharded

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
 from torch import nn
-
 from transformers.generation import GenerationConfig
 
 from hftrain._loop.generation import (
@@ -19,6 +19,8 @@ from hftrain._loop.generation import (
 )
 from hftrain.trainer import Trainer
 from hftrain.trainer_utils import PredictionOutput
+
+logger = logging.getLogger(__name__)
 
 
 class Seq2SeqTrainer(Trainer):

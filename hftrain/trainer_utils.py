@@ -1,54 +1,96 @@
 """``transformers.trainer_utils`` under hftrain's name, so ``from transformers.trainer_utils import X`` ports by
 changing the package.
 
-These are transformers' own objects (that module imports neither accelerate nor the Trainer), so outputs compare
-equal to transformers' and ``isinstance`` checks keep working.
+These are transformers' own objects (that module imports neither accelerate nor the Trainer): outputs compare
+equal to transformers' and ``isinstance`` checks keep working. Every public name of the installed transformers'
+module is here; ``tests/unit/test_package.py`` holds the list to it.
 """
 
 from __future__ import annotations
 
-from transformers.trainer_utils import (
-    PREFIX_CHECKPOINT_DIR,
+from transformers.trainer_utils import (  # noqa: F401
     BestRun,
     EvalLoopOutput,
     EvalPrediction,
+    FSDPOption,
+    HPSearchBackend,
     HubStrategy,
     IntervalStrategy,
+    PREFIX_CHECKPOINT_DIR,
     PredictionOutput,
     RemoveColumnsCollator,
+    SAFE_WEIGHTS_INDEX_NAME,
     SaveStrategy,
     SchedulerType,
     TrainOutput,
+    TrainerMemoryTracker,
+    WEIGHTS_INDEX_NAME,
+    align_special_tokens,
+    check_target_module_exists,
+    compare_trainer_and_checkpoint_args,
+    default_compute_objective,
+    default_hp_space_optuna,
+    default_hp_space_ray,
+    default_hp_space_wandb,
     denumpify_detensorize,
     enable_full_determinism,
+    find_executable_batch_size,
     get_last_checkpoint,
     has_length,
+    is_main_process,
+    load_sharded_checkpoint,
+    number_of_arguments,
     rotate_checkpoints,
     seed_worker,
     set_seed,
     sort_checkpoints,
     speed_metrics,
+    suppress_progress_bars,
+    total_processes_number,
+    unwrap_peft_model,
+    validate_quantization_for_training,
 )
+from transformers.trainer_utils import logger  # noqa: F401  (tests patch it)
 
 __all__ = [
-    "PREFIX_CHECKPOINT_DIR",
     "BestRun",
     "EvalLoopOutput",
     "EvalPrediction",
+    "FSDPOption",
+    "HPSearchBackend",
     "HubStrategy",
     "IntervalStrategy",
+    "PREFIX_CHECKPOINT_DIR",
     "PredictionOutput",
     "RemoveColumnsCollator",
+    "SAFE_WEIGHTS_INDEX_NAME",
     "SaveStrategy",
     "SchedulerType",
     "TrainOutput",
+    "TrainerMemoryTracker",
+    "WEIGHTS_INDEX_NAME",
+    "align_special_tokens",
+    "check_target_module_exists",
+    "compare_trainer_and_checkpoint_args",
+    "default_compute_objective",
+    "default_hp_space_optuna",
+    "default_hp_space_ray",
+    "default_hp_space_wandb",
     "denumpify_detensorize",
     "enable_full_determinism",
+    "find_executable_batch_size",
     "get_last_checkpoint",
     "has_length",
+    "is_main_process",
+    "load_sharded_checkpoint",
+    "number_of_arguments",
     "rotate_checkpoints",
     "seed_worker",
     "set_seed",
     "sort_checkpoints",
     "speed_metrics",
+    "suppress_progress_bars",
+    "total_processes_number",
+    "unwrap_peft_model",
+    "validate_quantization_for_training",
 ]

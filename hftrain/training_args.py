@@ -52,6 +52,20 @@ __all__ = ["OptimizerNames", "ParallelMode", "TrainingArguments"]
 
 logger = logging.getLogger(__name__)
 
+# transformers.training_args' module-level names
+log_levels = hf_logging.get_log_levels_dict().copy()
+trainer_log_levels = dict(**log_levels, passive=-1)
+
+
+def str_to_bool(value: str, to_bool: bool = True) -> int | bool:
+    """``"yes"``/``"true"``/``"1"``… → True (1), ``"no"``/``"false"``/``"0"``… → False (0), as transformers'."""
+    value = value.lower()
+    if value in ("y", "yes", "t", "true", "on", "1"):
+        return 1 if not to_bool else True
+    if value in ("n", "no", "f", "false", "off", "0"):
+        return 0 if not to_bool else False
+    raise ValueError(f"invalid truth value {value}")
+
 
 _LIGHTNING_DEFAULTS = {f.name: f.default for f in fields(_LightningFields) if f.name in LIGHTNING_FIELDS}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,9 @@ from hftrain.training_args import TrainingArguments
 __all__ = ["Seq2SeqTrainingArguments"]
 
 _GENERATION_CONFIG_FILE = "generation_config.json"  # what GenerationConfig.from_pretrained(<dir>) reads
+
+
+logger = logging.getLogger(__name__)
 
 
 @accept_removed_names

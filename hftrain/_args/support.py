@@ -132,41 +132,53 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
     "do_predict": _SCRIPT_FLAG,
     "resume_from_checkpoint": _SCRIPT_FLAG,
     "local_rank": _SCRIPT_FLAG,
-    # -- Ignored
-    "sortish_sampler": Ignored("dead in transformers 5.24 too: declared but never read"),
+    # -- runs, processes, the Hub
     "run_name": Mapped("the version (run) name of report_to's Lightning loggers"),
     "project": Mapped("experiment/project name of the mlflow and wandb loggers"),
-    "trackio_space_id": _TRACKER,
-    "trackio_bucket_id": _TRACKER,
-    "trackio_static_space_id": _TRACKER,
-    "log_on_each_node": _SINGLE_PROCESS,
     "save_on_each_node": Mapped("each node's local rank 0 writes and rotates checkpoints (args.should_save)"),
-    "eval_use_gather_object": _SINGLE_PROCESS,
     "ddp_find_unused_parameters": Mapped("DDPStrategy option when several processes run"),
     "ddp_bucket_cap_mb": Mapped("DDPStrategy option when several processes run"),
     "ddp_broadcast_buffers": Mapped("DDPStrategy option when several processes run"),
     "ddp_static_graph": Mapped("DDPStrategy option when several processes run"),
     "ddp_backend": Mapped("DDPStrategy option when several processes run"),
     "ddp_timeout": Mapped("DDPStrategy option when several processes run"),
-    "torch_compile": _COMPILE,
-    "torch_compile_backend": _COMPILE,
-    "torch_compile_mode": _COMPILE,
-    "torch_empty_cache_steps": Ignored("emptying the allocator cache does not change the numbers"),
-    "skip_memory_metrics": Ignored("hftrain does not report the *_mem_* metrics"),
+    # split_batches and use_seedable_sampler shape the loaders (hftrain._loop.data.prepare_dataloader),
+    # gradient_accumulation_kwargs the step (num_steps, sync_each_batch); dispatch_batches, even_batches and
+    # non_blocking are accepted and change no number: hftrain shards every global batch itself, each sample once.
+    "accelerator_config": Mapped("trainer.accelerator (split_batches, use_seedable_sampler, gradient_accumulation_kwargs)"),
+    "push_to_hub": Mapped("Trainer.push_to_hub and hub_strategy pushes, through huggingface_hub (needs the network)"),
     "hub_token": _HUB,
     "hub_private_repo": _HUB,
     "hub_model_id": _HUB,
     "hub_strategy": _HUB,
     "hub_always_push": _HUB,
     "hub_revision": _HUB,
-    # Only read by the group_by_length / batch_rebalance samplers, which compute lengths when the column is absent.
-    "length_column_name": Ignored("precomputed lengths are not read; lengths are computed from the inputs"),
+    # -- evaluation, resume, generation
+    "bf16_full_eval": Mapped("model cast to bf16 for evaluate()/predict() outside train(), as HF"),
+    "fp16_full_eval": Mapped("model cast to fp16 for evaluate()/predict() outside train(), as HF"),
+    "include_num_input_tokens_seen": Mapped("Trainer._track_num_input_tokens, every micro-batch, summed over processes"),
+    "batch_eval_metrics": Mapped("compute_metrics(batch, compute_result=is_last) per eval batch"),
+    "restore_callback_states_from_checkpoint": Mapped("resuming rebuilds the checkpointed stateful callbacks"),
+    "ignore_data_skip": Mapped("resume starts the interrupted epoch from its first batch instead of skipping"),
+    # Read by the group_by_length / batch_rebalance samplers, which compute lengths when the column is absent.
+    "length_column_name": Mapped("Trainer._get_train_sampler / _get_eval_sampler: the lengths to group by"),
+    "predict_with_generate": Mapped("Seq2SeqTrainer.prediction_step calls model.generate() in the eval loop"),
+    "generation_max_length": Mapped("max_length for generate() unless max_length/max_new_tokens are passed"),
+    "generation_num_beams": Mapped("num_beams for generate() unless passed to evaluate()/predict()"),
+    "generation_config": Mapped("replaces model.generation_config (object, directory or JSON file)"),
+    # -- Ignored
+    "sortish_sampler": Ignored("dead in transformers 5.24 too: declared but never read"),
+    "trackio_space_id": _TRACKER,
+    "trackio_bucket_id": _TRACKER,
+    "trackio_static_space_id": _TRACKER,
+    "log_on_each_node": _SINGLE_PROCESS,
+    "eval_use_gather_object": _SINGLE_PROCESS,
+    "torch_compile": _COMPILE,
+    "torch_compile_backend": _COMPILE,
+    "torch_compile_mode": _COMPILE,
+    "torch_empty_cache_steps": Ignored("emptying the allocator cache does not change the numbers"),
+    "skip_memory_metrics": Ignored("hftrain does not report the *_mem_* metrics"),
     # -- Unsupported
-    "push_to_hub": Mapped("Trainer.push_to_hub and hub_strategy pushes, through huggingface_hub (needs the network)"),
-    "accelerator_config": Unsupported(
-        "accelerate's dataloader options (split/dispatch/even batches): hftrain shards every global batch itself, "
-        "so results do not depend on the number of processes"
-    ),
     "parallelism_config": Unsupported(
         "accelerate's ParallelismConfig (tensor/context parallel): pass a Lightning ModelParallelStrategy as "
         "`strategy` and shard the model in a `configure_model` override"
@@ -176,18 +188,8 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
     "liger_kernel_config": Unsupported("Liger kernels are not applied"),
     "neftune_noise_alpha": Unsupported("NEFTune embedding noise is not implemented"),
     "auto_find_batch_size": Unsupported("the OOM-retry batch-size search is not implemented"),
-    "bf16_full_eval": Mapped("model cast to bf16 for evaluate()/predict() outside train(), as HF"),
-    "fp16_full_eval": Mapped("model cast to fp16 for evaluate()/predict() outside train(), as HF"),
-    "include_num_input_tokens_seen": Mapped("Trainer._track_num_input_tokens, every micro-batch, summed over processes"),
-    "batch_eval_metrics": Mapped("compute_metrics(batch, compute_result=is_last) per eval batch"),
     "enable_jit_checkpoint": Unsupported("checkpoint-on-SIGTERM is not implemented"),
-    "restore_callback_states_from_checkpoint": Mapped("resuming rebuilds the checkpointed stateful callbacks"),
-    "ignore_data_skip": Mapped("resume starts the interrupted epoch from its first batch instead of skipping"),
     "debug": Unsupported("underflow/overflow detection and TPU metrics are not implemented"),
-    "predict_with_generate": Mapped("Seq2SeqTrainer.prediction_step calls model.generate() in the eval loop"),
-    "generation_max_length": Mapped("max_length for generate() unless max_length/max_new_tokens are passed"),
-    "generation_num_beams": Mapped("num_beams for generate() unless passed to evaluate()/predict()"),
-    "generation_config": Mapped("replaces model.generation_config (object, directory or JSON file)"),
 }
 
 _warned_ignored: set[str] = set()  # Ignored fields already warned about in this process

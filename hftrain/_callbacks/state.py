@@ -8,11 +8,12 @@ with a callable ``state()``), so callbacks of this package and transformers' cal
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-logger = logging.getLogger(__name__)
+from hftrain._logging import trainer_logger
+
+logger = trainer_logger()
 
 
 def is_stateful(callback: Any) -> bool:

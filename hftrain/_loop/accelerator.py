@@ -72,14 +72,24 @@ class HFAccelerator:
         "gradient_accumulation_steps", "gradient_state", "clip_grad_norm_", "device", "num_processes",
         "process_index", "local_process_index", "is_main_process", "is_local_main_process", "state",
         "distributed_type", "mixed_precision", "use_distributed", "scaler", "optimizer_step_was_skipped",
-        "free_memory", "prepare", "end_training",
+        "free_memory", "prepare", "end_training", "split_batches", "dispatch_batches", "even_batches",
+        "use_seedable_sampler", "non_blocking",
     )
 
-    def __init__(self, args: Any) -> None:
+    def __init__(self, args: Any, plugin_kwargs: dict[str, Any] | None = None) -> None:
         self._args = args
         self._lightning: Any = None  # the lightning.Trainer of the run in progress
         self._scale_before_step: float | None = None
-        self.gradient_state = GradientState(num_steps=args.gradient_accumulation_steps)
+        self.gradient_state = GradientState(num_steps=args.gradient_accumulation_steps,
+                                            plugin_kwargs=dict(plugin_kwargs or {}))
+        # HF's AcceleratorConfig (TrainingArguments.accelerator_config): what it means here is in
+        # hftrain._loop.data.prepare_dataloader (split_batches, use_seedable_sampler) and the step (sync_each_batch)
+        config = args.accelerator_config or {}
+        self.split_batches: bool = bool(config.get("split_batches", False))
+        self.dispatch_batches: bool | None = config.get("dispatch_batches")
+        self.even_batches: bool = bool(config.get("even_batches", True))
+        self.use_seedable_sampler: bool = bool(config.get("use_seedable_sampler", True))
+        self.non_blocking: bool = bool(config.get("non_blocking", False))
 
     def _attach(self, lightning_trainer: Any) -> None:
         """The run in progress (fit / validate / predict); its strategy answers from now on."""
@@ -305,7 +315,9 @@ class HFAccelerator:
         from hftrain._loop.data import prepare_dataloader
 
         prepared = tuple(
-            prepare_dataloader(obj, self._args) if isinstance(obj, torch.utils.data.DataLoader) else obj
+            prepare_dataloader(obj, self._args, split_batches=self.split_batches,
+                               seedable=self.use_seedable_sampler)
+            if isinstance(obj, torch.utils.data.DataLoader) else obj
             for obj in objects
         )
         return prepared[0] if len(prepared) == 1 else prepared

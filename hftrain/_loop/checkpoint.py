@@ -16,7 +16,6 @@ Loading reads only tensors and plain containers (``weights_only``); a missing or
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import random
 import shutil
@@ -29,10 +28,12 @@ import torch
 from torch import nn
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
-from hftrain._backends import deepspeed_checkpoint as ds, fsdp
+from hftrain._backends import deepspeed_checkpoint as ds
+from hftrain._backends import fsdp
 from hftrain._backends.ddp import all_gather_objects, barrier, rank, world_size
+from hftrain._logging import trainer_logger
 
-logger = logging.getLogger("hftrain.trainer")
+logger = trainer_logger()
 
 TRAINER_STATE_NAME = "trainer_state.json"
 TRAINING_ARGS_NAME = "training_args.bin"
@@ -309,7 +310,7 @@ def load_weights(model: nn.Module, checkpoint_dir: str) -> Any:
             "their .index.json is there."
         )
     if not (os.path.isfile(safe) or os.path.isfile(bin_file)):
-        from transformers.modeling_utils import load_sharded_checkpoint
+        from transformers.trainer_utils import load_sharded_checkpoint
 
         try:
             return load_sharded_checkpoint(model, checkpoint_dir, strict=False)

@@ -15,7 +15,6 @@ in dataset order, as one process with the whole batch would.
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 import time
@@ -28,7 +27,9 @@ import torch
 from transformers.trainer_pt_utils import EvalLoopContainer, find_batch_size, nested_concat, nested_truncate
 from transformers.trainer_utils import EvalLoopOutput, EvalPrediction, denumpify_detensorize, has_length, speed_metrics
 
-logger = logging.getLogger(__name__)
+from hftrain._logging import trainer_logger
+
+logger = trainer_logger()
 
 
 @dataclass
@@ -129,7 +130,10 @@ class EvalCollector:
             model, inputs, run.request.prediction_loss_only, ignore_keys=run.request.ignore_keys
         )
         keep = run.request.is_prediction or not (self.metric is not None or self.batch_metrics)
-        losses = loss.repeat(run.batch_size) if loss is not None else None
+        # transformers' gather_for_metrics keeps each sample once: a batch's loss counts for the rows it has (a short
+        # last batch, of an IterableDataset too); Seq2SeqTrainer's plain gather counts every batch as a full one
+        repeat = observed if self.losses_by_sample and observed else run.batch_size
+        losses = loss.repeat(repeat) if loss is not None else None
         piece, loss_piece = None, None
         if run.request.slices is not None:
             piece = run.request.slices.popleft()

@@ -14,7 +14,6 @@ iterable of batches works, each process iterating it whole.
 from __future__ import annotations
 
 import inspect
-import logging
 import sys
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -28,8 +27,9 @@ from transformers.trainer_pt_utils import BatchRebalanceSampler, LengthGroupedSa
 from transformers.trainer_utils import RemoveColumnsCollator, has_length, seed_worker
 
 from hftrain._backends.ddp import ShardedBatchSampler
+from hftrain._logging import trainer_logger
 
-logger = logging.getLogger("hftrain.trainer")
+logger = trainer_logger()
 
 
 class SeededRandomSampler(Sampler[int]):
@@ -75,9 +75,22 @@ def is_hf_dataset(dataset: Any) -> bool:
     return datasets is not None and isinstance(dataset, datasets.Dataset)
 
 
-def prepare_dataloader(loader: DataLoader, args: Any) -> DataLoader:
+def prepare_dataloader(loader: DataLoader, args: Any, split_batches: bool = False, seedable: bool = True) -> DataLoader:
     """What ``accelerator.prepare`` does to a Trainer's loader: a seeded order for a ``RandomSampler``, and with
-    several processes this process's slice of every global batch (the loader is rebuilt around them)."""
+    several processes this process's slice of every global batch (the loader is rebuilt around them).
+
+    ``split_batches`` (``accelerator_config``): the loader's batch is the global batch, split between the
+    processes, instead of each process's. ``seedable=False`` keeps torch's ``RandomSampler`` (drawing from the
+    global RNG) on one process; several processes always share the seeded order, so that their slices partition
+    each global batch. The result has accelerate's ``total_batch_size`` (the global batch)."""
+    prepared = _prepare(loader, args, split_batches, seedable)
+    batch_size = getattr(loader, "batch_size", None)
+    if batch_size is not None:
+        prepared.total_batch_size = batch_size if split_batches else batch_size * args.world_size
+    return prepared
+
+
+def _prepare(loader: DataLoader, args: Any, split_batches: bool, seedable: bool) -> DataLoader:
     dataset = loader.dataset
     if isinstance(dataset, IterableDataset):
         if args.world_size > 1:
@@ -96,7 +109,8 @@ def prepare_dataloader(loader: DataLoader, args: Any) -> DataLoader:
             "train_sampling_strategy='random' or 'sequential', or run one process."
         )
     sampler = loader.sampler
-    seeded = type(sampler) is RandomSampler and getattr(sampler, "generator", None) is None
+    seeded = type(sampler) is RandomSampler and getattr(sampler, "generator", None) is None and (
+        seedable or args.world_size > 1)
     if seeded:  # accelerate's use_seedable_sampler: data_seed, else the seed set_seed gave torch
         sampler = SeededRandomSampler(dataset, args.data_seed if args.data_seed is not None else torch.initial_seed())
     if args.world_size == 1 and not seeded:
@@ -111,8 +125,16 @@ def prepare_dataloader(loader: DataLoader, args: Any) -> DataLoader:
         # a training loader (seeded per worker) gives a process with nothing left a stand-in row of weight 0, so
         # that it still joins the backward; an evaluation loader gives it no batch
         training = loader.worker_init_fn is not None or not isinstance(sampler, SequentialSampler)
+        batch_size = loader.batch_size
+        if split_batches:
+            if batch_size % args.world_size:
+                raise ValueError(
+                    f"`accelerator_config={{'split_batches': True}}` splits each batch between the {args.world_size} "
+                    f"processes, so the batch size ({batch_size}) must be a multiple of {args.world_size}."
+                )
+            batch_size //= args.world_size
         params["batch_sampler"] = ShardedBatchSampler(
-            sampler, loader.batch_size, args.world_size, args.process_index, loader.drop_last, pad_empty=training
+            sampler, batch_size, args.world_size, args.process_index, loader.drop_last, pad_empty=training
         )
     else:
         params.update(sampler=sampler, batch_size=loader.batch_size, drop_last=loader.drop_last)

@@ -10,7 +10,6 @@ synchronously, inside it), each batch going through ``prediction_step`` into an
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from typing import Any
@@ -21,10 +20,11 @@ from torch import nn
 from transformers.trainer_pt_utils import nested_detach
 from transformers.trainer_utils import EvalLoopOutput, PredictionOutput, has_length, speed_metrics
 
+from hftrain._logging import trainer_logger
 from hftrain._loop.collector import EvalCollector, EvalRequest
 from hftrain._loop.optim import is_metric_driven
 
-logger = logging.getLogger("hftrain.trainer")
+logger = trainer_logger()
 
 
 class EvaluationMethods:

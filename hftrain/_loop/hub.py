@@ -8,7 +8,6 @@ so); the search backends (optuna, ray) are transformers' own, which drive this T
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 from collections.abc import Callable
@@ -19,7 +18,9 @@ import torch
 from torch import nn
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, HPSearchBackend, default_compute_objective
 
-logger = logging.getLogger("hftrain.trainer")
+from hftrain._logging import trainer_logger
+
+logger = trainer_logger()
 
 _MODELING_FILES = ("config.json", "generation_config.json", "pytorch_model.bin", "model.safetensors")
 

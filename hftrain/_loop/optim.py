@@ -7,7 +7,6 @@ no-decay, in ``named_parameters()`` order, both always present), the optimizer c
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch

@@ -26,7 +26,6 @@ the global batch, so that every result equals the one-process result.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -35,13 +34,14 @@ from torch import nn
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from hftrain._backends import ddp
+from hftrain._logging import trainer_logger
 from hftrain._loop.loss import normalises_by_num_items, scale_loss
 from hftrain._loop.optim import is_metric_driven
 
 if TYPE_CHECKING:
     from hftrain._loop.train import EpochRun
 
-logger = logging.getLogger("hftrain.trainer")
+logger = trainer_logger()
 
 
 class TrainingStepMethods:
@@ -285,8 +285,8 @@ class TrainingStepMethods:
             state.share = epoch.share_of(inputs)
             if epoch.step % args.gradient_accumulation_steps == 0:
                 self.control = self.callback_handler.on_step_begin(args, self.state, self.control)
-            last = i == len(batch_samples) - 1
-            sync = contextlib.nullcontext() if last or epoch.deepspeed else self.accelerator.no_sync(model)
+            sync_now = i == len(batch_samples) - 1 or epoch.deepspeed or state.plugin_kwargs.get("sync_each_batch")
+            sync = contextlib.nullcontext() if sync_now else self.accelerator.no_sync(model)
             with sync:
                 tr_loss_step = self.training_step(model, inputs, num_items_in_batch)
             if args.logging_nan_inf_filter and not torch.isfinite(tr_loss_step):

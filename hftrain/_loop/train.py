@@ -10,7 +10,6 @@ is :meth:`~hftrain._loop.step.TrainingStepMethods._run_update_step`. Lightning's
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import sys
@@ -20,14 +19,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from transformers.trainer_utils import TrainOutput, enable_full_determinism, get_last_checkpoint, has_length, set_seed
-from transformers.trainer_utils import speed_metrics
+from transformers.trainer_utils import (
+    TrainOutput,
+    compare_trainer_and_checkpoint_args,
+    enable_full_determinism,
+    get_last_checkpoint,
+    has_length,
+    set_seed,
+    speed_metrics,
+)
 
 from hftrain._backends import ddp
+from hftrain._logging import trainer_logger
 from hftrain._loop.data import set_epoch, skip_first_batches
 from hftrain._loop.model_setup import enable_activation_checkpointing
 
-logger = logging.getLogger("hftrain.trainer")
+logger = trainer_logger()
 
 TRAINER_STATE_NAME = "trainer_state.json"
 
@@ -293,6 +300,7 @@ class TrainMethods:
             os.path.join(resume_from_checkpoint, TRAINER_STATE_NAME)
         ):
             self.state = load_trainer_state(resume_from_checkpoint, TrainerState)
+            compare_trainer_and_checkpoint_args(self.args, self.state)
             self._load_callback_state()
             epochs_trained = int(self.state.global_step // num_update_steps_per_epoch)
             if not self.args.ignore_data_skip:
@@ -303,9 +311,9 @@ class TrainMethods:
 
     def _finalize_training(self, trial: Any, num_train_samples: float, start_time: float) -> TrainOutput:
         """The run's metrics (``train_loss``, speed, ``total_flos``), the best model, ``on_train_end``."""
-        from transformers.trainer_utils import sort_checkpoints
-
         import shutil
+
+        from transformers.trainer_utils import sort_checkpoints
 
         self._total_loss_scalar += self._tr_loss.item()
         self._tr_loss.zero_()
@@ -338,6 +346,10 @@ class TrainMethods:
         from hftrain._lightning_compat import disable_validation_schedule, quiet_lightning
 
         remaining = max(run.max_steps - self.state.global_step, 0)
+        if remaining == 0:  # a run resumed at its end: transformers' events, no step (nothing for Lightning to fit)
+            self._lightning_configure_optimizers()
+            self._lightning_train_start(self.accelerator.device)
+            return
         with quiet_lightning():
             trainer = self._build_lightning_trainer(max_steps=remaining, training=True)
             disable_validation_schedule(trainer)
