@@ -79,4 +79,6 @@ def lightning_trainer_kwargs(
         from hftrain._backends.deepspeed_xla import xla_precision  # HF's TPU bf16 is bf16-true (XLA_USE_BF16)
 
         kwargs["plugins"] = [xla_precision(kwargs.pop("precision"))]
+    if "precision" in kwargs and not isinstance(kwargs["precision"], (str, int)):
+        kwargs["plugins"] = [kwargs.pop("precision")]  # a plugin object: Lightning takes it in `plugins`
     return kwargs

@@ -108,7 +108,11 @@ def test_a_precision_plugin_object_passes_through():
     from lightning.pytorch.plugins.precision import HalfPrecision
 
     plugin = HalfPrecision("bf16-true")
-    assert lightning_trainer_kwargs(_args(precision=plugin), CPU, PLAN)["precision"] is plugin
+    kwargs = lightning_trainer_kwargs(_args(precision=plugin), CPU, PLAN)
+    assert kwargs["plugins"] == [plugin] and "precision" not in kwargs  # Lightning takes plugin objects there
+    import lightning as L
+
+    assert L.Trainer(**kwargs, logger=False).precision_plugin is plugin
 
 
 # ---- FSDP -----------------------------------------------------------------------------------------------------
