@@ -48,7 +48,7 @@ from hftrain._loop.data import DataMethods, default_collator
 from hftrain._loop.evaluation import EvaluationMethods
 from hftrain._loop.hub import HubMethods
 from hftrain._loop.loggers import build_loggers, rewrite_logs
-from hftrain._loop.model_setup import apply_process_settings
+from hftrain._loop.model_setup import apply_process_settings, memory_tracker
 from hftrain._loop.module import HFModule
 from hftrain._loop.optim import OptimizerMethods
 from hftrain._loop.overrides import check_overrides
@@ -110,6 +110,8 @@ class Trainer(
         self.args = args = coerce_args(args)
         check_supported(args)
         enable_full_determinism(args.seed) if args.full_determinism else set_seed(args.seed)
+        self._memory_tracker = memory_tracker(args.skip_memory_metrics)
+        self._memory_tracker.start()
         self.deepspeed = None
         self.model = model
         self.create_accelerator_and_postprocess()
@@ -173,6 +175,7 @@ class Trainer(
         self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
         if getattr(self.model, "config", None) is not None and hasattr(self.model.config, "use_cache"):
             self.model.config.use_cache = args.use_cache
+        self._memory_tracker.stop_and_update_metrics()
 
     def _set_model(self, model: nn.Module) -> None:
         """What transformers learns about a model by inspecting it, and the LightningModule around it."""

@@ -160,6 +160,9 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
     "batch_eval_metrics": Mapped("compute_metrics(batch, compute_result=is_last) per eval batch"),
     "restore_callback_states_from_checkpoint": Mapped("resuming rebuilds the checkpointed stateful callbacks"),
     "ignore_data_skip": Mapped("resume starts the interrupted epoch from its first batch instead of skipping"),
+    "skip_memory_metrics": Mapped("False: transformers' TrainerMemoryTracker adds the *_mem_* metrics (needs psutil)"),
+    "torch_empty_cache_steps": Mapped("Trainer.training_step empties the CUDA cache every N steps, as transformers"),
+    "neftune_noise_alpha": Mapped("transformers' NEFTune hook on the input embeddings during train(), removed after"),
     # Read by the group_by_length / batch_rebalance samplers, which compute lengths when the column is absent.
     "length_column_name": Mapped("Trainer._get_train_sampler / _get_eval_sampler: the lengths to group by"),
     "predict_with_generate": Mapped("Seq2SeqTrainer.prediction_step calls model.generate() in the eval loop"),
@@ -176,8 +179,6 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
     "torch_compile": _COMPILE,
     "torch_compile_backend": _COMPILE,
     "torch_compile_mode": _COMPILE,
-    "torch_empty_cache_steps": Ignored("emptying the allocator cache does not change the numbers"),
-    "skip_memory_metrics": Ignored("hftrain does not report the *_mem_* metrics"),
     # -- Unsupported
     "parallelism_config": Unsupported(
         "accelerate's ParallelismConfig (tensor/context parallel): pass a Lightning ModelParallelStrategy as "
@@ -186,7 +187,6 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
     "optim_target_modules": Unsupported("GaLore / APOLLO optimizers are not wired up"),
     "use_liger_kernel": Unsupported("Liger kernels are not applied"),
     "liger_kernel_config": Unsupported("Liger kernels are not applied"),
-    "neftune_noise_alpha": Unsupported("NEFTune embedding noise is not implemented"),
     "auto_find_batch_size": Unsupported("the OOM-retry batch-size search is not implemented"),
     "enable_jit_checkpoint": Unsupported("checkpoint-on-SIGTERM is not implemented"),
     "debug": Unsupported("underflow/overflow detection and TPU metrics are not implemented"),

@@ -297,9 +297,10 @@ class HFAccelerator:
 
     # ---- models and memory -----------------------------------------------------------------------------------------
     def unwrap_model(self, model: nn.Module, keep_fp32_wrapper: bool = True, keep_torch_compile: bool = True) -> nn.Module:
-        """The model without DDP / Lightning / ``torch.compile`` wrappers (``keep_torch_compile=False``)."""
+        """The model without DDP / DataParallel / Lightning / ``torch.compile`` wrappers (``keep_torch_compile=False``)."""
         while True:
-            inner = getattr(model, "module", None) if isinstance(model, nn.parallel.DistributedDataParallel) else None
+            wrapped = isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel))
+            inner = getattr(model, "module", None) if wrapped else None
             inner = inner if inner is not None else getattr(model, "_forward_module", None)  # Lightning's wrapper
             if inner is None and type(model).__name__ == "HFModule":
                 inner = model.model

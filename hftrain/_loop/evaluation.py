@@ -48,6 +48,7 @@ class EvaluationMethods:
                     metric_key_prefix=f"{metric_key_prefix}_{name}",
                 ))
             return metrics
+        self._memory_tracker.start()
         eval_dataloader = self.get_eval_dataloader(eval_dataset)
         start_time = time.time()
         output = self.evaluation_loop(
@@ -58,12 +59,14 @@ class EvaluationMethods:
         self._add_speed_metrics(output, metric_key_prefix, start_time)
         self.log(output.metrics)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, output.metrics)
+        self._memory_tracker.stop_and_update_metrics(output.metrics)
         return output.metrics
 
     def predict(
         self, test_dataset: Any, ignore_keys: list[str] | None = None, metric_key_prefix: str = "test"
     ) -> PredictionOutput:
         """Predictions (and metrics, when the dataset has labels) on ``test_dataset``."""
+        self._memory_tracker.start()
         test_dataloader = self.get_test_dataloader(test_dataset)
         start_time = time.time()
         output = self.evaluation_loop(
@@ -71,6 +74,7 @@ class EvaluationMethods:
         )
         self._add_speed_metrics(output, metric_key_prefix, start_time)
         self.control = self.callback_handler.on_predict(self.args, self.state, self.control, output.metrics)
+        self._memory_tracker.stop_and_update_metrics(output.metrics)
         return PredictionOutput(predictions=output.predictions, label_ids=output.label_ids, metrics=output.metrics)
 
     def _add_speed_metrics(self, output: EvalLoopOutput, prefix: str, start_time: float) -> None:

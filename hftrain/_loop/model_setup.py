@@ -43,3 +43,31 @@ def enable_activation_checkpointing(model: torch.nn.Module, args: Any) -> None:
             f"`activation_checkpointing=True` but {type(model).__name__} has no activation_checkpointing_enable(): "
             "set activation_checkpointing=False or use a transformers PreTrainedModel."
         )
+
+
+def memory_tracker(skip_memory_metrics: bool) -> Any:
+    """transformers' ``TrainerMemoryTracker`` (the ``*_mem_*`` metrics of ``skip_memory_metrics=False``), which
+    reads memory through psutil: without it transformers reports nothing, silently; hftrain says so."""
+    import importlib.util
+
+    from transformers.trainer_utils import TrainerMemoryTracker
+
+    if not skip_memory_metrics and importlib.util.find_spec("psutil") is None:
+        raise ValueError(
+            "`skip_memory_metrics=False` reports memory through psutil, which is not installed: pip install psutil "
+            "(or leave skip_memory_metrics=True)."
+        )
+    return TrainerMemoryTracker(skip_memory_metrics)
+
+
+def activate_neftune(model: torch.nn.Module, noise_alpha: float, accelerator: Any) -> Any:
+    """NEFTune: transformers' forward hook adding uniform noise to the input embeddings while training."""
+    from transformers.integrations.neftune import activate_neftune as transformers_activate_neftune
+
+    return transformers_activate_neftune(model, noise_alpha, accelerator)
+
+
+def deactivate_neftune(model: torch.nn.Module, hook_handle: Any, accelerator: Any) -> None:
+    from transformers.integrations.neftune import deactivate_neftune as transformers_deactivate_neftune
+
+    transformers_deactivate_neftune(model, hook_handle, accelerator)

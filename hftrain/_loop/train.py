@@ -32,7 +32,7 @@ from transformers.trainer_utils import (
 from hftrain._backends import ddp
 from hftrain._logging import trainer_logger
 from hftrain._loop.data import set_epoch, skip_first_batches
-from hftrain._loop.model_setup import enable_activation_checkpointing
+from hftrain._loop.model_setup import activate_neftune, deactivate_neftune, enable_activation_checkpointing
 
 logger = trainer_logger()
 
@@ -167,6 +167,7 @@ class TrainMethods:
         it exactly where that checkpoint left it."""
         if resume_from_checkpoint is False:
             resume_from_checkpoint = None
+        self._memory_tracker.start()
         args = self.args
         self.is_in_train = True
         if self.model_init is not None:
@@ -174,6 +175,8 @@ class TrainMethods:
             self._set_model(self.call_model_init(trial))
             self.optimizer, self.lr_scheduler = None, None
         enable_activation_checkpointing(self.model, args)
+        if self.neftune_noise_alpha is not None:
+            self.neftune_hook_handle = activate_neftune(self.model, self.neftune_noise_alpha, self.accelerator)
         self._hp_search_setup(trial)
         if isinstance(resume_from_checkpoint, bool) and resume_from_checkpoint:
             resume_from_checkpoint = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
@@ -326,7 +329,7 @@ class TrainMethods:
         self.store_flos()
         metrics["total_flos"] = self.state.total_flos
         metrics["train_loss"] = train_loss
-        self.is_in_train = False
+        self._memory_tracker.stop_and_update_metrics(metrics)
         self.log(metrics)
         if self.args.load_best_model_at_end and self.state.best_model_checkpoint is not None and not self._deepspeed:
             self._load_best_model()  # under DeepSpeed it was loaded while the engine lived (_lightning_train_end)
@@ -339,6 +342,9 @@ class TrainMethods:
                     shutil.rmtree(checkpoint, ignore_errors=True)
         self.control = self.callback_handler.on_train_end(self.args, self.state, self.control)
         self._finish_current_push()
+        if self.neftune_noise_alpha is not None:  # the embeddings' forward as it was
+            deactivate_neftune(self.model, self.neftune_hook_handle, self.accelerator)
+        self.is_in_train = False
         return TrainOutput(self.state.global_step, train_loss, metrics)
 
     # ---- Lightning's fit, and its hooks (called by HFModule) -------------------------------------------------------

@@ -43,16 +43,17 @@ MAPPED = _names(
     "ddp_broadcast_buffers, ddp_static_graph, ddp_backend, ddp_timeout, project, "
     "restore_callback_states_from_checkpoint, fsdp, fsdp_config, deepspeed, save_on_each_node, push_to_hub, "
     "hub_token, hub_private_repo, hub_model_id, hub_strategy, hub_always_push, hub_revision, "
-    "include_num_input_tokens_seen, length_column_name, accelerator_config"
+    "include_num_input_tokens_seen, length_column_name, accelerator_config, skip_memory_metrics, "
+    "torch_empty_cache_steps, neftune_noise_alpha"
 )
 IGNORED = _names(
     "sortish_sampler, trackio_space_id, trackio_bucket_id, trackio_static_space_id, "
     "log_on_each_node, eval_use_gather_object, torch_compile, torch_compile_backend, "
-    "torch_compile_mode, torch_empty_cache_steps, skip_memory_metrics"
+    "torch_compile_mode"
 )
 UNSUPPORTED = _names(
     "parallelism_config, optim_target_modules, "
-    "use_liger_kernel, liger_kernel_config, neftune_noise_alpha, auto_find_batch_size, "
+    "use_liger_kernel, liger_kernel_config, auto_find_batch_size, "
     "enable_jit_checkpoint, debug"
 )
 
@@ -95,7 +96,6 @@ def test_defaults_are_silent(cls):
         ({"trackio_bucket_id": "secret"}, "trackio_bucket_id"),
         ({"trackio_space_id": "exp"}, "trackio_space_id"),
         ({"eval_use_gather_object": True}, "eval_use_gather_object"),
-        ({"torch_empty_cache_steps": 5}, "torch_empty_cache_steps"),
         ({"log_on_each_node": False}, "log_on_each_node"),
     ],
 )
@@ -116,12 +116,12 @@ def test_torch_compile_backend_warns_for_each_field_it_sets():
 
 
 def test_unsupported_fields_raise_once_listing_each():
-    args = TrainingArguments(debug="underflow_overflow", auto_find_batch_size=True, neftune_noise_alpha=5.0,
+    args = TrainingArguments(debug="underflow_overflow", auto_find_batch_size=True, enable_jit_checkpoint=True,
                              use_liger_kernel=True)
     with pytest.raises(ValueError) as error:
         check_supported(args)
     message = str(error.value)
-    for field in ("use_liger_kernel", "debug", "auto_find_batch_size", "neftune_noise_alpha"):
+    for field in ("use_liger_kernel", "debug", "auto_find_batch_size", "enable_jit_checkpoint"):
         assert f"- `{field}`: {FIELD_SUPPORT[field].reason}" in message
     assert message.count("\n- ") == 4
 
@@ -131,7 +131,6 @@ def test_unsupported_fields_raise_once_listing_each():
     [
         {"parallelism_config": object()},
         {"auto_find_batch_size": True},
-        {"neftune_noise_alpha": 5.0},
         {"optim_target_modules": ["attn"]},
     ],
 )

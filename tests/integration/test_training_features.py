@@ -1,0 +1,69 @@
+"""Training features taken from transformers as they are: NEFTune, memory metrics, tokens seen."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.helpers import (
+    assert_histories_match,
+    assert_same_parameters,
+    classification_rows,
+    run_both,
+    step_logs,
+    tiny_bert_classifier,
+)
+
+
+def test_neftune_adds_transformers_noise_only_while_training(tmp_path):
+    runs = run_both(
+        tiny_bert_classifier(), dict(per_device_train_batch_size=4, max_steps=4, logging_steps=1, learning_rate=1e-3,
+                                     neftune_noise_alpha=5.0, seed=3, save_strategy="no"),
+        str(tmp_path), train_dataset=classification_rows(20),
+    )
+    hf, ours = runs["hf"], runs["ours"]
+    assert_histories_match(step_logs(hf["history"]), step_logs(ours["history"]), ("loss", "grad_norm"))
+    assert_same_parameters(hf["trainer"].model, ours["trainer"].model)
+    embeddings = ours["trainer"].model.get_input_embeddings()
+    assert not embeddings._forward_hooks  # the hook is removed after train()
+    evaluation = classification_rows(6, seed=1)
+    assert ours["trainer"].evaluate(evaluation)["eval_loss"] == pytest.approx(
+        hf["trainer"].evaluate(evaluation)["eval_loss"])
+
+
+def test_noise_differs_from_a_run_without_neftune(tmp_path):
+    plain = run_both(tiny_bert_classifier(), dict(per_device_train_batch_size=4, max_steps=2, logging_steps=1,
+                                                  seed=3, save_strategy="no"),
+                     str(tmp_path / "plain"), train_dataset=classification_rows(20))["ours"]
+    noisy = run_both(tiny_bert_classifier(), dict(per_device_train_batch_size=4, max_steps=2, logging_steps=1,
+                                                  seed=3, save_strategy="no", neftune_noise_alpha=5.0),
+                     str(tmp_path / "noisy"), train_dataset=classification_rows(20))["ours"]
+    assert step_logs(plain["history"])[0]["loss"] != step_logs(noisy["history"])[0]["loss"]
+
+
+def test_memory_metrics_have_transformers_keys(tmp_path):
+    runs = run_both(
+        tiny_bert_classifier(), dict(per_device_train_batch_size=4, max_steps=2, skip_memory_metrics=False,
+                                     save_strategy="no"),
+        str(tmp_path), train_dataset=classification_rows(20),
+    )
+    hf, ours = runs["hf"], runs["ours"]
+    hf_keys = {k for k in hf["output"].metrics if "_mem_" in k}
+    assert hf_keys and {k for k in ours["output"].metrics if "_mem_" in k} == hf_keys
+    assert ours["output"].metrics["train_mem_cpu_peaked_delta"] >= 0
+    evaluation = classification_rows(6, seed=1)
+    hf_eval = {k for k in hf["trainer"].evaluate(evaluation) if "_mem_" in k}
+    assert {k for k in ours["trainer"].evaluate(evaluation) if "_mem_" in k} == hf_eval == {
+        "eval_mem_cpu_alloc_delta", "eval_mem_cpu_peaked_delta"}
+
+
+@pytest.mark.parametrize("mode", ["all", "non_padding"])
+def test_tokens_seen_equal_transformers(tmp_path, mode):
+    runs = run_both(
+        tiny_bert_classifier(), dict(per_device_train_batch_size=4, max_steps=3, logging_steps=1,
+                                     include_num_input_tokens_seen=mode, save_strategy="no"),
+        str(tmp_path), train_dataset=classification_rows(20),
+    )
+    hf, ours = runs["hf"], runs["ours"]
+    assert ours["trainer"].state.num_input_tokens_seen == hf["trainer"].state.num_input_tokens_seen > 0
+    assert [h["num_input_tokens_seen"] for h in step_logs(ours["history"])] == [
+        h["num_input_tokens_seen"] for h in step_logs(hf["history"])]
