@@ -10,6 +10,7 @@ losses agree to the last digit. Each run happens in its own fresh subprocess, so
     python benchmarks/bench_throughput.py --size tiny          # a model so small that framework overhead dominates
     python benchmarks/bench_throughput.py --framework hftrain   # one child run (prints a BENCH_RESULT json line)
     python benchmarks/bench_throughput.py --device cuda --bf16 --size base --batch 32   # BERT-base on one GPU
+    python benchmarks/bench_throughput.py --baseline d59220e   # + hftrain at that commit, in the same run
 
 On a GPU every framework runs bf16 autocast with ``--bf16`` (the plain loop wraps its forward in
 ``torch.autocast``), and the step clock synchronises the device before reading the time.
@@ -104,7 +105,15 @@ def make_model_and_data(rows, size):
     return BertForSequenceClassification(config), SyntheticTokens(rows)
 
 
+def use_hftrain_from(source):
+    """Import hftrain from ``source`` (a checkout of another commit), not from the editable install."""
+    sys.meta_path[:] = [finder for finder in sys.meta_path if "editable" not in repr(finder).lower()]
+    sys.path.insert(0, source)
+
+
 def run_trainer(framework, rows, size, clock):
+    if os.environ.get("BENCH_HFTRAIN_SOURCE"):
+        use_hftrain_from(os.environ["BENCH_HFTRAIN_SOURCE"])
     if framework == "hftrain":
         from hftrain import Trainer, TrainerCallback, TrainingArguments
     else:
@@ -209,15 +218,20 @@ COLUMNS = [  # (key, header, format)
     ("import_s", "import_s", "{:>8.2f}"),
     ("rss_mb", "rss_MB", "{:>7.0f}"), ("loss", "loss", "{:>9.6f}"), ("load1", "load1", "{:>5.1f}"),
 ]
-HEADER = f"{'framework':<13}" + "".join(f" {h:>{len(fmt.format(0))}}" for _, h, fmt in COLUMNS)
+HEADER = f"{'framework':<17}" + "".join(f" {h:>{len(fmt.format(0))}}" for _, h, fmt in COLUMNS)
 
 
 def fmt_row(name, r):
-    return f"{name:<13}" + "".join(" " + fmt.format(r[k]) for k, _, fmt in COLUMNS)
+    return f"{name:<17}" + "".join(" " + fmt.format(r[k]) for k, _, fmt in COLUMNS)
+
+
+BASELINES = {}  # "hftrain@REV" -> the folder holding that commit's hftrain package
 
 
 def spawn(framework, rows, size, threads):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    if framework in BASELINES:
+        env["BENCH_HFTRAIN_SOURCE"], framework = BASELINES[framework], "hftrain"
     cmd = [sys.executable, os.path.abspath(__file__), "--framework", framework, "--rows", str(rows), "--size", size,
            "--batch", str(BATCH), "--device", RUN.device] + (["--bf16"] if RUN.bf16 else [])
     if threads:
@@ -250,7 +264,8 @@ def parent(frameworks, rows, size, repeats, threads):
         print(fmt_row(f, med[f]))
     if "hftrain" not in med:
         return
-    for other, goal in (("transformers", 1.2), ("plain", 0.95)):
+    baselines = [f for f in frameworks if f.startswith("hftrain@")]
+    for other, goal in (*((b, 1.0) for b in baselines), ("transformers", 1.2), ("plain", 0.95)):
         if other in med:
             h, o = med["hftrain"], med[other]
             ratio = h["samples_per_s"] / o["samples_per_s"]
@@ -275,6 +290,7 @@ def main():
     p.add_argument("--batch", type=int, default=BATCH, help="per-device batch size")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (HF's bf16=True) in every framework")
+    p.add_argument("--baseline", help="also run hftrain as of this git commit (e.g. before a change), same run")
     a = p.parse_args()
     BATCH, RUN.device, RUN.bf16 = a.batch, a.device, a.bf16
     if a.quick:
@@ -284,7 +300,20 @@ def main():
     if a.framework:
         child(a.framework, a.rows, a.size, a.threads)
     else:
-        parent(tuple(a.only), a.rows, a.size, a.repeats, a.threads)
+        frameworks = list(a.only)
+        if a.baseline:
+            frameworks.insert(1, f"hftrain@{a.baseline}")
+            BASELINES[frameworks[1]] = checkout(a.baseline)
+        parent(tuple(frameworks), a.rows, a.size, a.repeats, a.threads)
+
+
+def checkout(rev):
+    """``rev``'s hftrain package in a temporary folder (``git archive``), for the baseline's children."""
+    folder = tempfile.mkdtemp(prefix="bench-hftrain-")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    archive = subprocess.run(["git", "-C", repo, "archive", rev, "hftrain"], capture_output=True, check=True).stdout
+    subprocess.run(["tar", "-x", "-C", folder], input=archive, check=True)
+    return folder
 
 
 if __name__ == "__main__":

@@ -187,13 +187,21 @@ class HFAccelerator:
         module = self._lightning.lightning_module
         module.manual_backward(loss, **kwargs)
         engine = self._deepspeed_engine()
-        if engine is not None and not self.sync_gradients:
-            engine.step()  # the engine counts micro-batches; it updates at its accumulation boundary
+        if engine is None:
+            return
+        # the engine is stepped on every micro-batch and updates at its accumulation boundary (accelerate's
+        # DeepSpeedEngineWrapper.backward); the boundary's step goes through Lightning's optimizer, which counts it
+        if self.sync_gradients:
+            module.optimizers().step()
+        else:
+            engine.step()
 
     def _deepspeed_engine(self) -> Any:
+        if self._lightning is None or type(self._lightning.strategy).__name__ != "DeepSpeedStrategy":
+            return None
         from hftrain._backends.deepspeed_checkpoint import deepspeed_engine
 
-        return deepspeed_engine(self._lightning) if self._lightning is not None else None
+        return deepspeed_engine(self._lightning)
 
     @contextlib.contextmanager
     def no_sync(self, model: nn.Module | None = None) -> Iterator[None]:
