@@ -80,6 +80,15 @@ class ParallelMode(ExplicitEnum):
     SAGEMAKER_DATA_PARALLEL = "sagemaker_data_parallel"
     TPU = "tpu"
 
+    def __eq__(self, other: object) -> bool:
+        """Equal to transformers' member of the same value too (its enum is not a str enum), so code written
+        against transformers (e.g. its model card) reads hftrain's ``args.parallel_mode`` right."""
+        if isinstance(other, Enum) and type(other).__name__ == "ParallelMode":
+            return self.value == other.value
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
 
 @accept_removed_names
 @dataclass(repr=False)

@@ -90,13 +90,6 @@ class ShardedBatchSampler(Sampler[list[int]]):
         return n // step if self.drop_incomplete else math.ceil(n / step)
 
 
-def all_reduce_sum(value: torch.Tensor) -> torch.Tensor:
-    if world_size() > 1:
-        value = value.clone()
-        dist.all_reduce(value, op=dist.ReduceOp.SUM)
-    return value
-
-
 def all_reduce(value: torch.Tensor, op: str = "sum") -> torch.Tensor:
     """``value`` reduced over every process in place (``op``: "sum", "mean" or "max"); itself on one process."""
     if world_size() > 1:

@@ -197,11 +197,9 @@ class HFAccelerator:
             engine.step()
 
     def _deepspeed_engine(self) -> Any:
-        if self._lightning is None or type(self._lightning.strategy).__name__ != "DeepSpeedStrategy":
-            return None
         from hftrain._backends.deepspeed_checkpoint import deepspeed_engine
 
-        return deepspeed_engine(self._lightning)
+        return deepspeed_engine(self._lightning)  # None without DeepSpeed (or outside a run)
 
     @contextlib.contextmanager
     def no_sync(self, model: nn.Module | None = None) -> Iterator[None]:

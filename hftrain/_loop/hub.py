@@ -41,7 +41,13 @@ class HubMethods:
         repo_name = Path(self.args.output_dir).absolute().name if self.args.hub_model_id is None else self.args.hub_model_id
         token = token if token is not None else self.args.hub_token
         private = private if private is not None else self.args.hub_private_repo
-        repo_url = hf_api().create_repo(repo_name, token=token, private=private, exist_ok=True)
+        try:
+            repo_url = hf_api().create_repo(repo_name, token=token, private=private, exist_ok=True)
+        except OSError as exc:  # offline (HF_HUB_OFFLINE), no route to the Hub...
+            raise OSError(
+                f"push_to_hub / init_hf_repo needs the Hugging Face Hub, which cannot be reached to create "
+                f"{repo_name!r}: {exc}. Set push_to_hub=False to train without it."
+            ) from exc
         self.hub_model_id = repo_url.repo_id
         self.push_in_progress = None
 

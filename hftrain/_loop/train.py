@@ -205,6 +205,12 @@ class TrainMethods:
         if self._created_lr_scheduler:  # transformers builds a new scheduler for every train() call
             self.lr_scheduler, self._created_lr_scheduler = None, False
         self.callback_handler.train_dataloader = train_dataloader
+        if args.world_size > 1 and not hasattr(train_dataloader, "total_batch_size"):
+            logger.warning(
+                "get_train_dataloader returned a loader that self.accelerator.prepare did not prepare: every process "
+                "iterates all of it (as under transformers), so the results depend on the number of processes. "
+                "Return self.accelerator.prepare(DataLoader(...)) to give each process its slice of every batch."
+            )
         logger.info("***** Running training *****")
         logger.info(f"  Num examples = {num_examples:,}")
         logger.info(f"  Num Epochs = {num_train_epochs:,}")

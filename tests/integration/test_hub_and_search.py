@@ -1,0 +1,84 @@
+"""The model card, the Hub (with huggingface_hub's API patched: no network here) and hyperparameter search's checks."""
+
+from __future__ import annotations
+
+import os
+import types
+
+import pytest
+
+from tests.helpers import accuracy, classification_rows, tiny_bert_classifier
+
+
+def _train(trainer_cls, args_cls, output_dir, **kwargs):
+    args = args_cls(output_dir, report_to="none", disable_tqdm=True, max_steps=4, eval_strategy="steps", eval_steps=2,
+                    logging_steps=2, per_device_train_batch_size=4, save_strategy="no", **kwargs)
+    trainer = trainer_cls(tiny_bert_classifier(), args, train_dataset=classification_rows(20),
+                          eval_dataset=classification_rows(6, seed=1), compute_metrics=accuracy)
+    trainer.train()
+    return trainer
+
+
+def test_model_card_is_transformers(tmp_path):
+    import transformers
+
+    import hftrain
+
+    cards = {}
+    for name, trainer_cls, args_cls in (("hf", transformers.Trainer, transformers.TrainingArguments),
+                                        ("ours", hftrain.Trainer, hftrain.TrainingArguments)):
+        trainer = _train(trainer_cls, args_cls, str(tmp_path / name / "run"))
+        trainer.create_model_card(model_name="tiny", tasks="text-classification", tags=["demo"])
+        cards[name] = (tmp_path / name / "run" / "README.md").read_text()
+    assert cards["ours"] == cards["hf"]
+    assert "| Training Loss | Epoch | Step | Validation Loss | Accuracy |" in cards["ours"]
+
+
+class FakeHub:
+    """What push_to_hub uses of huggingface_hub's HfApi, recording the calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def create_repo(self, repo_id, token=None, private=None, exist_ok=False):
+        self.calls.append(("create_repo", repo_id, private))
+        return types.SimpleNamespace(repo_id=f"user/{repo_id}")
+
+    def upload_folder(self, **kwargs):
+        self.calls.append(("upload_folder", kwargs["repo_id"], sorted(os.listdir(kwargs["folder_path"])),
+                           kwargs["commit_message"], kwargs.get("ignore_patterns")))
+        return "commit-info"
+
+
+def test_push_to_hub_saves_writes_the_card_and_uploads(tmp_path, monkeypatch):
+    from hftrain import Trainer, TrainingArguments
+    from hftrain._loop import hub
+
+    fake = FakeHub()
+    monkeypatch.setattr(hub, "hf_api", lambda: fake)
+    trainer = _train(Trainer, TrainingArguments, str(tmp_path / "tiny-bert"), push_to_hub=True,
+                     hub_private_repo=True)
+    assert fake.calls[0] == ("create_repo", "tiny-bert", True) and trainer.hub_model_id == "user/tiny-bert"
+    assert trainer.push_to_hub(commit_message="done") == "commit-info"
+    _, repo, files, message, ignored = fake.calls[-1]
+    assert (repo, message, ignored) == ("user/tiny-bert", "done", ["_*", "checkpoint-*"])
+    assert {"README.md", "model.safetensors", "config.json", "training_args.bin"} <= set(files)
+
+
+def test_pushing_offline_says_what_to_do(tmp_path, monkeypatch):
+    from hftrain import Trainer, TrainingArguments
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError, match="push_to_hub / init_hf_repo needs the Hugging Face Hub"):
+        Trainer(tiny_bert_classifier(), TrainingArguments(str(tmp_path), report_to="none", push_to_hub=True))
+
+
+def test_hyperparameter_search_needs_model_init(tmp_path):
+    from hftrain import Trainer, TrainingArguments
+
+    trainer = Trainer(tiny_bert_classifier(), TrainingArguments(str(tmp_path), report_to="none"))
+    with pytest.raises(RuntimeError, match="you need to pass your model through a model_init function"):
+        trainer.hyperparameter_search(backend="optuna")
+    with pytest.raises(RuntimeError, match="ray"):  # transformers' backend check: Ray Tune is not installed here
+        trainer.hyperparameter_search(backend="ray")
+
