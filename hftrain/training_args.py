@@ -29,10 +29,12 @@ from typing import Any
 import torch
 from transformers.debug_utils import DebugOption
 from transformers.trainer_utils import HubStrategy, IntervalStrategy, SaveStrategy, SchedulerType
-from transformers.utils import ExplicitEnum
 from transformers.utils import logging as hf_logging
 from typing_extensions import Self
 
+from hftrain._args.enums import ParallelMode, log_levels, str_to_bool, trainer_log_levels  # noqa: F401
+from hftrain._args.fields import _TRAINER_LOG_LEVELS, OptimizerNames
+from hftrain._args.lightning import LIGHTNING_FIELDS, _LightningFields, describe
 from hftrain._args.normalise import (
     accelerator_config_dict,
     bf16_gpu_available,
@@ -44,50 +46,15 @@ from hftrain._args.normalise import (
     tf32_available,
     to_enum,
 )
-from hftrain._args.fields import _TRAINER_LOG_LEVELS, OptimizerNames
-from hftrain._args.lightning import LIGHTNING_FIELDS, _LightningFields, describe
 from hftrain._args.removed import accept_removed_names
 
 __all__ = ["OptimizerNames", "ParallelMode", "TrainingArguments"]
 
 logger = logging.getLogger(__name__)
 
-# transformers.training_args' module-level names
-log_levels = hf_logging.get_log_levels_dict().copy()
-trainer_log_levels = dict(**log_levels, passive=-1)
-
-
-def str_to_bool(value: str, to_bool: bool = True) -> int | bool:
-    """``"yes"``/``"true"``/``"1"``… → True (1), ``"no"``/``"false"``/``"0"``… → False (0), as transformers'."""
-    value = value.lower()
-    if value in ("y", "yes", "t", "true", "on", "1"):
-        return 1 if not to_bool else True
-    if value in ("n", "no", "f", "false", "off", "0"):
-        return 0 if not to_bool else False
-    raise ValueError(f"invalid truth value {value}")
 
 
 _LIGHTNING_DEFAULTS = {f.name: f.default for f in fields(_LightningFields) if f.name in LIGHTNING_FIELDS}
-
-
-class ParallelMode(ExplicitEnum):
-    """Same values as ``transformers.training_args.ParallelMode`` (which cannot be imported without accelerate)."""
-
-    NOT_PARALLEL = "not_parallel"
-    NOT_DISTRIBUTED = "not_distributed"
-    DISTRIBUTED = "distributed"
-    SAGEMAKER_MODEL_PARALLEL = "sagemaker_model_parallel"
-    SAGEMAKER_DATA_PARALLEL = "sagemaker_data_parallel"
-    TPU = "tpu"
-
-    def __eq__(self, other: object) -> bool:
-        """Equal to transformers' member of the same value too (its enum is not a str enum), so code written
-        against transformers (e.g. its model card) reads hftrain's ``args.parallel_mode`` right."""
-        if isinstance(other, Enum) and type(other).__name__ == "ParallelMode":
-            return self.value == other.value
-        return str.__eq__(self, other)
-
-    __hash__ = str.__hash__
 
 
 @accept_removed_names
