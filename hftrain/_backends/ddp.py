@@ -116,6 +116,15 @@ def all_gather_objects(obj: Any) -> list[Any]:
     return out
 
 
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """``obj`` of process ``src``, on every process (itself on one process)."""
+    if world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
 def barrier() -> None:
     if world_size() > 1:
         dist.barrier()

@@ -2,7 +2,8 @@
 ``hyperparameter_search``, as transformers' Trainer has them.
 
 The model card is transformers' ``TrainingSummary``; uploads go through ``huggingface_hub`` (offline, its error says
-so); the search backends (optuna, ray) are transformers' own, which drive this Trainer's ``train`` with a trial.
+so); optuna searches run :mod:`hftrain._loop.hpo` (transformers' driver, without accelerate), Ray Tune and W&B
+sweeps transformers' own backends, each driving this Trainer's ``train`` with a trial.
 """
 
 from __future__ import annotations
@@ -188,7 +189,12 @@ class HubMethods:
         self.hp_space = backend_obj.default_hp_space if hp_space is None else hp_space
         self.hp_name = hp_name
         self.compute_objective = default_compute_objective if compute_objective is None else compute_objective
-        best_run = backend_obj.run(self, n_trials, direction, **kwargs)
+        if backend == HPSearchBackend.OPTUNA:  # transformers' optuna driver needs accelerate; hftrain's does not
+            from hftrain._loop.hpo import run_optuna
+
+            best_run = run_optuna(self, n_trials, direction, **kwargs)
+        else:
+            best_run = backend_obj.run(self, n_trials, direction, **kwargs)
         self.hp_search_backend = None
         return best_run
 

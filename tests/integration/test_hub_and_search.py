@@ -82,3 +82,35 @@ def test_hyperparameter_search_needs_model_init(tmp_path):
     with pytest.raises(RuntimeError, match="ray"):  # transformers' backend check: Ray Tune is not installed here
         trainer.hyperparameter_search(backend="ray")
 
+
+
+def test_hyperparameter_search_runs_the_same_trials_as_transformers(tmp_path):
+    import optuna
+    import transformers
+
+    import hftrain
+
+    results = {}
+    for name, trainer_cls, args_cls in (("hf", transformers.Trainer, transformers.TrainingArguments),
+                                        ("ours", hftrain.Trainer, hftrain.TrainingArguments)):
+        args = args_cls(str(tmp_path / name), report_to="none", disable_tqdm=True, max_steps=3, eval_strategy="steps",
+                        eval_steps=3, per_device_train_batch_size=4, save_strategy="no", logging_steps=1)
+        trainer = trainer_cls(model_init=lambda: tiny_bert_classifier(), args=args,
+                              train_dataset=classification_rows(16), eval_dataset=classification_rows(6, seed=1))
+        objectives = []
+
+        def hp_space(trial):
+            return {"learning_rate": trial.suggest_float("learning_rate", 1e-3, 1e-1, log=True)}
+
+        def compute_objective(metrics):
+            objectives.append(metrics["eval_loss"])
+            return metrics["eval_loss"]
+
+        best = trainer.hyperparameter_search(hp_space=hp_space, compute_objective=compute_objective, n_trials=3,
+                                             direction="minimize", backend="optuna",
+                                             sampler=optuna.samplers.TPESampler(seed=0))
+        results[name] = (best, objectives)
+    (hf_best, hf_objectives), (best, objectives) = results["hf"], results["ours"]
+    assert best.run_id == hf_best.run_id and best.hyperparameters == hf_best.hyperparameters
+    assert objectives == pytest.approx(hf_objectives) and len(objectives) == 3
+    assert best.objective == pytest.approx(hf_best.objective)
