@@ -56,7 +56,7 @@ def lightning_strategy(
     """
     chosen = getattr(args, "strategy", "auto")
     if not isinstance(chosen, str):
-        return chosen  # a Strategy object: the user's, as given
+        return fresh_copy(chosen)  # a Strategy object: the user's, as given
     name = chosen.lower()
     deepspeed = _DEEPSPEED_NAME.match(name)
     if args.deepspeed or deepspeed:
@@ -100,3 +100,18 @@ def devices_and_nodes(args: Any, env: Env) -> tuple[Any, int]:
     if env.world_size > 1:
         return env.local_world_size, max(env.world_size // env.local_world_size, 1)
     return getattr(args, "devices", "auto"), getattr(args, "num_nodes", 1)
+
+
+def fresh_copy(strategy: Any) -> Any:
+    """A copy of the user's ``Strategy`` object, for one ``lightning.Trainer``.
+
+    A Lightning ``Trainer`` sets its accelerator, precision plugin and cluster environment on the strategy it is
+    given, and the next ``Trainer`` (``evaluate()`` after ``train()``) refuses a strategy carrying them ("accelerator
+    set through both strategy class and accelerator flag"). Each call gets a copy of the object as the user made it.
+    """
+    import copy
+
+    try:
+        return copy.deepcopy(strategy)
+    except Exception:  # something in it cannot be copied: the object itself, as before
+        return strategy

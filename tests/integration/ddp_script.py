@@ -4,6 +4,7 @@ depend on the number of processes. Writes the log history, eval metrics, predict
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,14 +13,36 @@ from hftrain import Trainer, TrainingArguments
 from tests.helpers import accuracy, classification_rows, lm_rows, pad_lm_batch, tiny_bert_classifier, tiny_llama
 
 
+SYNCS: list[bool] = []  # with COUNT_GRADIENT_SYNCS: accelerator.sync_gradients at each gradient all-reduce
+TRAINERS: list[Trainer] = []
+
+
+def counting_allreduce(state, bucket):
+    """DDP's all-reduce, noting whether the step had asked for a synchronisation (the window's last micro-batch)."""
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+
+    SYNCS.append(TRAINERS[-1].accelerator.sync_gradients)
+    return allreduce_hook(state, bucket)
+
+
 def main(out: str, per_device: int, task: str, strategy: str | None = None) -> None:
     # strategy given: one plain process, Lightning starts the second one (re-run script, fork, or FSDP2's mesh)
     launch = {} if strategy is None else dict(strategy=strategy, devices=2, accelerator="cpu")
+    if os.environ.get("COUNT_GRADIENT_SYNCS"):  # under torchrun: DDP with a hook counting its all-reduces
+        import lightning as L
+
+        class CountSyncs(L.Callback):  # Lightning registers comm hooks on CUDA only: register it here
+            def on_train_start(self, trainer, pl_module):
+                trainer.strategy.model.register_comm_hook(None, counting_allreduce)
+
+        launch = dict(callbacks=[CountSyncs()])
+    callbacks = launch.pop("callbacks", None)
     common = dict(**launch, report_to="none", disable_tqdm=True, learning_rate=5e-3, logging_steps=1, seed=9,
                   per_device_train_batch_size=per_device, per_device_eval_batch_size=per_device,
                   gradient_accumulation_steps=2, num_train_epochs=2, eval_strategy="epoch",
                   save_strategy="epoch" if strategy == "fsdp" else "no", use_cpu=True)
-    trainer, test = build(out, task, common)
+    trainer, test = build(out, task, common, callbacks)
+    TRAINERS.append(trainer)
     trainer.train()
     metrics = trainer.evaluate()
     prediction = trainer.predict(test)
@@ -32,15 +55,15 @@ def main(out: str, per_device: int, task: str, strategy: str | None = None) -> N
     if trainer.is_world_process_zero():
         np.save(f"{out}/labels.npy", prediction.label_ids)
         with open(f"{out}/result.json", "w") as f:
-            json.dump({"history": trainer.state.log_history, "metrics": metrics,
+            json.dump({"history": trainer.state.log_history, "metrics": metrics, "syncs": SYNCS,
                        "test_metrics": prediction.metrics, "global_step": trainer.state.global_step}, f)
 
 
-def build(out: str, task: str, common: dict) -> tuple[Trainer, list]:
+def build(out: str, task: str, common: dict, callbacks: list | None = None) -> tuple[Trainer, list]:
     if task == "classifier":  # a mean-reduced loss: each rank's share of the batch weights its loss
         trainer = Trainer(tiny_bert_classifier(), TrainingArguments(out, **common),
                           train_dataset=classification_rows(27, seed=3), eval_dataset=classification_rows(11, seed=4),
-                          compute_metrics=accuracy)
+                          compute_metrics=accuracy, callbacks=callbacks)
         return trainer, classification_rows(11, seed=4)
     # a token-normalised causal LM: the window's token count is summed over the ranks
     trainer = Trainer(tiny_llama(), TrainingArguments(out, **common), train_dataset=lm_rows(27, seed=3),

@@ -26,9 +26,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(out: Path, processes: int, per_device: int, task: str, strategy: str | None = None) -> dict:
+def _launch(out: Path, processes: int, per_device: int, task: str, strategy: str | None = None,
+            **env_vars: str) -> dict:
     """``processes`` ranks under torchrun; with ``strategy``, one plain process whose Lightning starts the ranks."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **env_vars}
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK"):
         env.pop(key, None)
     script = ["-m", "tests.integration.ddp_script", str(out), str(per_device), task]
@@ -124,3 +125,12 @@ def test_process_group_is_destroyed_before_the_interpreter_exits(tmp_path):
                           timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "group alive at exit: False" in done.stdout
+
+
+def test_gradients_are_synchronised_only_on_the_last_micro_batch_of_a_window(tmp_path):
+    """accelerate's accumulate: with gradient accumulation 2, DDP all-reduces once per optimizer step (on the
+    window's last micro-batch), never on the others; the numbers stay one process's (the other tests)."""
+    result = _launch(tmp_path, 2, 4, "classifier", COUNT_GRADIENT_SYNCS="1")
+    syncs = result["syncs"]
+    assert syncs and all(syncs), syncs  # no all-reduce while the step had asked to skip the synchronisation
+    assert len(syncs) % result["global_step"] == 0  # the same number of buckets at every optimizer step

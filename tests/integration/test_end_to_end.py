@@ -190,3 +190,18 @@ def test_weights_and_optimizer_state_stay_where_they_trained(tmp_path):
     trainer.lightning_module.cpu()  # a user's own .cpu() still moves the model
     assert moved == []  # (spy removed) and no flag left over to swallow it:
     assert trainer.lightning_module._stay_at_teardown is False
+
+
+def test_a_strategy_object_serves_train_then_evaluate(tmp_path):
+    """Lightning sets its accelerator on the strategy object of a run; the next run (evaluate after train) gets
+    a fresh copy, not the used object (Lightning would refuse it: 'accelerator set through both...')."""
+    from lightning.pytorch.strategies import SingleDeviceStrategy
+
+    strategy = SingleDeviceStrategy("cpu")
+    args = TrainingArguments(str(tmp_path), report_to="none", disable_tqdm=True, max_steps=2, strategy=strategy,
+                             accelerator="cpu", per_device_train_batch_size=4)
+    trainer = Trainer(tiny_bert_classifier(), args, train_dataset=classification_rows(8),
+                      eval_dataset=classification_rows(4, seed=1))
+    trainer.train()
+    assert "eval_loss" in trainer.evaluate()
+    assert strategy._accelerator is None  # the user's object is left as they made it
