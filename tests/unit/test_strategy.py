@@ -67,8 +67,11 @@ def test_ddp_find_unused_parameters_follows_hf_defaults():
 
 
 def test_a_strategy_object_is_used_as_given():
-    mine = DDPStrategy(find_unused_parameters=False)
-    assert lightning_strategy(_args(strategy=mine, devices=2), CPU) is mine
+    """As given: a copy per Lightning Trainer, with the user's settings (the used object would be refused)."""
+    mine = DDPStrategy(find_unused_parameters=False, start_method="spawn")
+    given = lightning_strategy(_args(strategy=mine, devices=2), CPU)
+    assert type(given) is DDPStrategy and given is not mine
+    assert given._ddp_kwargs == mine._ddp_kwargs and given._start_method == "spawn"
 
 
 @pytest.mark.parametrize(("devices", "num_nodes", "expected"), [(2, 1, 2), ([0, 1, 2], 1, 3), ("0,1", 2, 4),
