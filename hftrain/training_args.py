@@ -1,7 +1,7 @@
 """``TrainingArguments``: HF's fields, defaults and validation, without device setup or accelerate.
 
 The field declarations come from ``_hf_fields.py`` (generated from the installed transformers). This module adds what
-HF's ``__post_init__`` does to them (normalisation and the checks of ``training_args.py:1515-1810``, in the same
+HF's ``__post_init__`` does to them (normalisation and the checks of its ``TrainingArguments.__post_init__``, in the same
 order and with the same messages; the value-level helpers are in ``_args_normalise.py``), the properties and
 helpers HF exposes, and (through ``_removed_args.py``) the 4.x keywords removed in 5.x.
 
@@ -81,7 +81,7 @@ class TrainingArguments(_LightningFields):
         self._validate_args()
         self._finish()
 
-    # -- 1. normalisation (training_args.py:1517-1606) ------------------------------------------------------------
+    # -- 1. normalisation (transformers' __post_init__) ---------------------------------------------------------------
     def _normalise(self) -> None:
         if self.output_dir is None:
             self.output_dir = "trainer_output"
@@ -145,7 +145,7 @@ class TrainingArguments(_LightningFields):
         if kubeflow_job() and "kubeflow" not in self.report_to:
             self.report_to = [*self.report_to, "kubeflow"]
 
-    # -- 2. checks (training_args.py:1722-1810), HF's messages verbatim -------------------------------------------
+    # -- 2. checks (transformers' __post_init__), HF's messages verbatim ---------------------------------------------
     def _validate_args(self) -> None:
         steps = self.torch_empty_cache_steps
         if steps is not None and not (isinstance(steps, int) and steps > 0):
@@ -221,7 +221,7 @@ class TrainingArguments(_LightningFields):
                 f"steps, but found {save}, which is not a multiple of {evaluate}."
             )
 
-    # -- 3. derived values (training_args.py:1609-1720), minus devices, plugins and torch.backends ----------------
+    # -- 3. derived values (transformers' __post_init__), minus devices, plugins and torch.backends ------------------
     def _finish(self) -> None:
         # Only from the fields: hftrain does not read accelerate's ACCELERATE_MIXED_PRECISION like HF does.
         self.mixed_precision = "fp16" if self.fp16 else "bf16" if self.bf16 else "no"

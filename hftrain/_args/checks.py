@@ -1,4 +1,4 @@
-"""The checks HF's ``Trainer.__init__`` makes (trainer.py:658 ``_validate_args``), raised before any step."""
+"""The checks HF's ``Trainer.__init__`` makes (transformers' ``Trainer._validate_args``), raised before any step."""
 
 from __future__ import annotations
 
@@ -95,7 +95,7 @@ def check_trainer_inputs(trainer: Trainer) -> None:
         )
     uses_deepspeed = bool(args.deepspeed) or type(args.strategy).__name__ == "DeepSpeedStrategy" or (
         isinstance(args.strategy, str) and args.strategy.startswith("deepspeed"))
-    if uses_deepspeed and args.save_only_model and args.load_best_model_at_end:  # HF training_args.py:896
+    if uses_deepspeed and args.save_only_model and args.load_best_model_at_end:  # HF's Trainer.create_accelerator_and_postprocess
         raise ValueError(
             "DeepSpeed can't be used with `save_only_model` along with `load_best_model_at_end`: a model-only "
             "checkpoint has no DeepSpeed states to load the best model from. Set `save_only_model=False`."

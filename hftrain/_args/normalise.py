@@ -21,7 +21,7 @@ from transformers.trainer_utils import FSDPOption
 logger = logging.getLogger("hftrain.training_args")
 
 # HF's `AcceleratorConfig` defaults, as its `to_dict()` returns them once device setup has popped
-# `use_configured_state` (`trainer_pt_utils.py:1439`). A unit test keeps this in step with transformers.
+# `use_configured_state` (transformers' `trainer_pt_utils.AcceleratorConfig`). A unit test keeps this in step with transformers.
 ACCELERATOR_CONFIG_DEFAULTS: dict[str, Any] = {
     "split_batches": False,
     "dispatch_batches": None,

@@ -372,7 +372,7 @@ def deepspeed_precision(precision: str) -> Any:
 
     Lightning divides each micro-batch loss by ``accumulate_grad_batches`` (``loops/optimization/automatic.py``) and
     DeepSpeed's ``engine.backward`` would divide it again (``scale_wrt_gas=True``), leaving gradients 1/GA too small;
-    HF switches DeepSpeed's division off the same way (transformers ``trainer.py:2121``).
+    HF switches DeepSpeed's division off the same way (transformers' ``Trainer.training_step``).
 
     Example:
         >>> type(deepspeed_precision("bf16-mixed")).__name__

@@ -1,4 +1,4 @@
-"""Gathering one evaluation pass into HF's ``EvalLoopOutput`` (trainer.py:2904 ``evaluation_loop``).
+"""Gathering one evaluation pass into HF's ``EvalLoopOutput`` (transformers' ``Trainer.evaluation_loop``).
 
 Lightning runs the loop; ``EvalCollector`` receives each batch from the LightningModule's validation / predict
 step and keeps HF's semantics: per-batch losses repeated by the batch size (so ``eval_loss`` is the

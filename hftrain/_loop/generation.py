@@ -1,6 +1,6 @@
 """Generation for ``Seq2SeqTrainer``: HF's priority of generation settings and its generate-then-pad step.
 
-``resolve_generation_kwargs`` is HF's order of precedence as a pure function (trainer_seq2seq.py:139-200):
+``resolve_generation_kwargs`` is HF's order of precedence as a pure function (transformers' ``Seq2SeqTrainer.evaluate`` / ``predict``):
 keyword arguments given to ``evaluate()`` / ``predict()`` win; ``generation_max_length`` fills ``max_length`` only
 when neither ``max_length`` nor ``max_new_tokens`` was given, ``generation_num_beams`` fills ``num_beams``; whatever
 is still unset comes from ``model.generation_config`` (itself replaced by ``args.generation_config`` when given).

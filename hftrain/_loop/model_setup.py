@@ -20,7 +20,7 @@ def apply_process_settings(args: Any) -> None:
 
 
 def enable_activation_checkpointing(model: torch.nn.Module, args: Any) -> None:
-    """HF (trainer.py:1503): ``every_n_layers`` and ``offload`` are taken out, the rest goes to torch's checkpoint.
+    """HF's ``Trainer.train``: ``every_n_layers`` and ``offload`` are taken out, the rest goes to torch's checkpoint.
 
     ``fsdp_config["activation_checkpointing"]`` (FSDP's own switch in HF) checkpoints the same layers.
     """
