@@ -168,6 +168,8 @@ class Trainer(
         self._eval_dataloaders: dict[str, Any] = {}
         self._train_run = self._epoch_run = self._eval_collector = None
         self._fitting = False
+        self._model_prepared = False  # accelerate's registry of prepared models: the first train / evaluation
+        self._evaluation_model: nn.Module | None = None  # the compiled model of an evaluation before training
         self.current_gradient_accumulation_steps = args.gradient_accumulation_steps
         self._tr_loss = torch.zeros(())
         self._total_loss_scalar, self._globalstep_last_logged, self._initial_global_step = 0.0, 0, 0
@@ -203,6 +205,7 @@ class Trainer(
                 self.label_smoother = LabelSmoother(epsilon=self.args.label_smoothing_factor)
         self._uses_num_items = None
         self._signature_columns = None
+        self._evaluation_model = None
         self.lightning_module = HFModule(model, self)
 
     def _initial_state(self) -> TrainerState:

@@ -42,7 +42,7 @@ FieldSupport = Mapped | Ignored | Unsupported
 _SCRIPT_FLAG = Mapped("stored as HF does; read by the user's script, not by the Trainer")
 _TRACKER = Ignored("tracker metadata; hftrain's loggers do not read it")
 _SINGLE_PROCESS = Ignored("one node; hftrain gathers evaluation results itself")
-_COMPILE = Ignored("hftrain runs the model eagerly")
+_COMPILE = Mapped("torch.compile(model, backend, mode) where transformers compiles (hftrain._loop.model_setup)")
 _HUB = Mapped("push_to_hub / init_hf_repo / _push_from_checkpoint, through huggingface_hub")
 
 FIELD_SUPPORT: dict[str, FieldSupport] = {
@@ -135,6 +135,7 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
     # -- runs, processes, the Hub
     "run_name": Mapped("the version (run) name of report_to's Lightning loggers"),
     "project": Mapped("experiment/project name of the mlflow and wandb loggers"),
+    "log_on_each_node": Mapped("args.should_log / log level: each node's local rank 0 logs, else only global rank 0"),
     "save_on_each_node": Mapped("each node's local rank 0 writes and rotates checkpoints (args.should_save)"),
     "ddp_find_unused_parameters": Mapped("DDPStrategy option when several processes run"),
     "ddp_bucket_cap_mb": Mapped("DDPStrategy option when several processes run"),
@@ -162,6 +163,9 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
     "ignore_data_skip": Mapped("resume starts the interrupted epoch from its first batch instead of skipping"),
     "skip_memory_metrics": Mapped("False: transformers' TrainerMemoryTracker adds the *_mem_* metrics (needs psutil)"),
     "torch_empty_cache_steps": Mapped("Trainer.training_step empties the CUDA cache every N steps, as transformers"),
+    "torch_compile": _COMPILE,
+    "torch_compile_backend": _COMPILE,
+    "torch_compile_mode": _COMPILE,
     "neftune_noise_alpha": Mapped("transformers' NEFTune hook on the input embeddings during train(), removed after"),
     # Read by the group_by_length / batch_rebalance samplers, which compute lengths when the column is absent.
     "length_column_name": Mapped("Trainer._get_train_sampler / _get_eval_sampler: the lengths to group by"),
@@ -174,11 +178,7 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
     "trackio_space_id": _TRACKER,
     "trackio_bucket_id": _TRACKER,
     "trackio_static_space_id": _TRACKER,
-    "log_on_each_node": _SINGLE_PROCESS,
     "eval_use_gather_object": _SINGLE_PROCESS,
-    "torch_compile": _COMPILE,
-    "torch_compile_backend": _COMPILE,
-    "torch_compile_mode": _COMPILE,
     # -- Unsupported
     "parallelism_config": Unsupported(
         "accelerate's ParallelismConfig (tensor/context parallel): pass a Lightning ModelParallelStrategy as "

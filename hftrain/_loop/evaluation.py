@@ -22,6 +22,7 @@ from transformers.trainer_utils import EvalLoopOutput, PredictionOutput, has_len
 
 from hftrain._logging import trainer_logger
 from hftrain._loop.collector import EvalCollector, EvalRequest
+from hftrain._loop.model_setup import compiled
 from hftrain._loop.optim import is_metric_driven
 
 logger = trainer_logger()
@@ -105,6 +106,9 @@ class EvaluationMethods:
         else:
             logger.info("  Num examples: Unknown")
         logger.info(f"  Batch size = {args.eval_batch_size}")
+        if not self._model_prepared:  # transformers prepares (compiles) for its first evaluation before training
+            self.model_wrapped, self._model_prepared = compiled(self.model, args), True
+            self._evaluation_model = self.model_wrapped  # for this pass only, as in transformers
         self.callback_handler.eval_dataloader = dataloader
         request = EvalRequest(
             metric_key_prefix, getattr(dataloader, "dataset", None), prediction_loss_only, ignore_keys,
@@ -129,6 +133,7 @@ class EvaluationMethods:
                 # transformers reports the time it took to prepare the model, on the first evaluation before training
                 self.model_preparation_time = round(time.time() - start, 4)
             self._evaluate_with_lightning(dataloader, predict=request.is_prediction)
+        self._evaluation_model = None
         (result,) = collector.results
         output = result.output
         if hasattr(self, "model_preparation_time"):
@@ -159,7 +164,7 @@ class EvaluationMethods:
         self.control = self.callback_handler.on_prediction_step(self.args, self.state, self.control)
 
     def _lightning_evaluation_step(self, model: nn.Module, batch: Any, dataloader_idx: int) -> None:
-        self._eval_collector.step(model, batch, dataloader_idx)
+        self._eval_collector.step(self._evaluation_model or model, batch, dataloader_idx)
 
     def _lightning_evaluation_end(self) -> dict[str, Any]:
         self._eval_collector.finish()

@@ -71,3 +71,14 @@ def deactivate_neftune(model: torch.nn.Module, hook_handle: Any, accelerator: An
     from transformers.integrations.neftune import deactivate_neftune as transformers_deactivate_neftune
 
     transformers_deactivate_neftune(model, hook_handle, accelerator)
+
+
+def compiled(model: torch.nn.Module, args: Any) -> torch.nn.Module:
+    """``torch_compile``: ``torch.compile(model)`` with ``torch_compile_backend`` / ``torch_compile_mode``, the
+    arguments accelerate's dynamo plugin gives it for transformers (the mode only when not "default")."""
+    if not args.torch_compile or isinstance(model, torch._dynamo.eval_frame.OptimizedModule):
+        return model
+    kwargs = {"backend": args.torch_compile_backend}
+    if args.torch_compile_mode not in (None, "default"):
+        kwargs["mode"] = args.torch_compile_mode
+    return torch.compile(model, **kwargs)

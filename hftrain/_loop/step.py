@@ -261,7 +261,7 @@ class TrainingStepMethods:
 
     def _run_update_step(self, epoch: EpochRun) -> None:
         """One iteration of transformers' ``_run_epoch`` loop: a window of micro-batches, then the optimizer step."""
-        args, model = self.args, self.model
+        args, model = self.args, self.model_wrapped  # the compiled model under torch_compile, as in transformers
         num_batches = args.gradient_accumulation_steps if not epoch.last_update() else epoch.remainder
         batch_samples, num_items_in_batch = self.get_batch_samples(
             epoch.iterator, num_batches, self.accelerator.device
@@ -321,13 +321,13 @@ class TrainingStepMethods:
             self.control.should_training_stop = True
         self.control = self.callback_handler.on_epoch_end(self.args, self.state, self.control)
         self._maybe_log_save_evaluate(
-            self._tr_loss, epoch.grad_norm, self.model, epoch.trial, epoch.epoch, epoch.ignore_keys_for_eval,
+            self._tr_loss, epoch.grad_norm, self.model_wrapped, epoch.trial, epoch.epoch, epoch.ignore_keys_for_eval,
             epoch.start_time, learning_rate=epoch.learning_rate,
         )
 
     def _optimizer_step(self, epoch: EpochRun) -> None:
         """Clip, step, schedule, then transformers' log / evaluate / save decision."""
-        args, model = self.args, self.model
+        args, model = self.args, self.model_wrapped
         grad_norm = self._clip_grad_norm(model) if args.max_grad_norm > 0 else None
         grad_norm = self._get_grad_norm(model, grad_norm=grad_norm)
         self.control = self.callback_handler.on_pre_optimizer_step(args, self.state, self.control)

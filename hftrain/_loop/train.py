@@ -32,7 +32,12 @@ from transformers.trainer_utils import (
 from hftrain._backends import ddp
 from hftrain._logging import trainer_logger
 from hftrain._loop.data import set_epoch, skip_first_batches
-from hftrain._loop.model_setup import activate_neftune, deactivate_neftune, enable_activation_checkpointing
+from hftrain._loop.model_setup import (
+    activate_neftune,
+    compiled,
+    deactivate_neftune,
+    enable_activation_checkpointing,
+)
 
 logger = trainer_logger()
 
@@ -359,6 +364,8 @@ class TrainMethods:
         from hftrain._lightning_compat import disable_validation_schedule, quiet_lightning
 
         remaining = max(run.max_steps - self.state.global_step, 0)
+        self.model_wrapped = compiled(self.model, self.args)  # transformers compiles where accelerate prepares
+        self._model_prepared = True
         if remaining == 0:  # a run resumed at its end: transformers' events, no step (nothing for Lightning to fit)
             self._lightning_configure_optimizers()
             self._lightning_train_start(self.accelerator.device)

@@ -44,12 +44,11 @@ MAPPED = _names(
     "restore_callback_states_from_checkpoint, fsdp, fsdp_config, deepspeed, save_on_each_node, push_to_hub, "
     "hub_token, hub_private_repo, hub_model_id, hub_strategy, hub_always_push, hub_revision, "
     "include_num_input_tokens_seen, length_column_name, accelerator_config, skip_memory_metrics, "
-    "torch_empty_cache_steps, neftune_noise_alpha"
+    "log_on_each_node, torch_empty_cache_steps, neftune_noise_alpha, torch_compile, torch_compile_backend, torch_compile_mode"
 )
 IGNORED = _names(
     "sortish_sampler, trackio_space_id, trackio_bucket_id, trackio_static_space_id, "
-    "log_on_each_node, eval_use_gather_object, torch_compile, torch_compile_backend, "
-    "torch_compile_mode"
+    "eval_use_gather_object"
 )
 UNSUPPORTED = _names(
     "parallelism_config, optim_target_modules, "
@@ -96,7 +95,6 @@ def test_defaults_are_silent(cls):
         ({"trackio_bucket_id": "secret"}, "trackio_bucket_id"),
         ({"trackio_space_id": "exp"}, "trackio_space_id"),
         ({"eval_use_gather_object": True}, "eval_use_gather_object"),
-        ({"log_on_each_node": False}, "log_on_each_node"),
     ],
 )
 def test_ignored_field_warns_once_per_process(kwargs, field):
@@ -107,12 +105,6 @@ def test_ignored_field_warns_once_per_process(kwargs, field):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_supported(args)  # already warned in this process
-
-
-def test_torch_compile_backend_warns_for_each_field_it_sets():
-    with pytest.warns(UserWarning) as record:
-        check_supported(TrainingArguments(torch_compile_backend="eager"))  # also turns torch_compile on, as in HF
-    assert sorted(str(w.message).split("`")[1] for w in record) == ["torch_compile", "torch_compile_backend"]
 
 
 def test_unsupported_fields_raise_once_listing_each():
