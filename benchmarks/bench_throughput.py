@@ -11,6 +11,7 @@ losses agree to the last digit. Each run happens in its own fresh subprocess, so
     python benchmarks/bench_throughput.py --framework hftrain   # one child run (prints a BENCH_RESULT json line)
     python benchmarks/bench_throughput.py --device cuda --bf16 --size base --batch 32   # BERT-base on one GPU
     python benchmarks/bench_throughput.py --baseline d59220e   # + hftrain at that commit, in the same run
+    python benchmarks/bench_throughput.py --compile            # torch_compile=True (inductor) everywhere
 
 On a GPU every framework runs bf16 autocast with ``--bf16`` (the plain loop wraps its forward in
 ``torch.autocast``), and the step clock synchronises the device before reading the time.
@@ -45,7 +46,7 @@ import tempfile
 
 FRAMEWORKS = ("hftrain", "transformers", "plain")
 SEED, BATCH, LR, VOCAB = 1234, 16, 5e-5, 2000  # LR: HF's default learning_rate; BATCH: --batch changes it
-RUN = argparse.Namespace(device="cpu", bf16=False)  # --device / --bf16, the same in every child
+RUN = argparse.Namespace(device="cpu", bf16=False, compile=False)  # --device / --bf16 / --compile, every child
 SIZES = {  # hidden, layers, heads, intermediate, sequence length
     "base": (768, 12, 12, 3072, 128),  # BERT-base's shape: for a GPU
     "small": (128, 2, 2, 256, 64),
@@ -129,7 +130,7 @@ def run_trainer(framework, rows, size, clock):
         args = TrainingArguments(
             output_dir=out, per_device_train_batch_size=BATCH, num_train_epochs=1, learning_rate=LR,
             save_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True, logging_steps=100_000,
-            seed=SEED, use_cpu=RUN.device == "cpu", bf16=RUN.bf16,
+            seed=SEED, use_cpu=RUN.device == "cpu", bf16=RUN.bf16, torch_compile=RUN.compile,
         )
         trainer = Trainer(model=model, args=args, train_dataset=dataset, callbacks=[StepClock()])
         clock.train_start = time.perf_counter()
@@ -157,6 +158,8 @@ def run_plain(rows, size, clock):
     optimizer = torch.optim.AdamW(groups, lr=LR, betas=(0.9, 0.999), eps=1e-8, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, (total - step) / total))
     model.train()
+    if RUN.compile:  # what accelerate does for transformers' torch_compile: compile the model (inductor)
+        model = torch.compile(model, backend="inductor")
     loss_sum = torch.zeros((), device=RUN.device)
     for batch in loader:
         batch = {k: v.to(RUN.device, non_blocking=True) for k, v in batch.items()}
@@ -233,7 +236,8 @@ def spawn(framework, rows, size, threads):
     if framework in BASELINES:
         env["BENCH_HFTRAIN_SOURCE"], framework = BASELINES[framework], "hftrain"
     cmd = [sys.executable, os.path.abspath(__file__), "--framework", framework, "--rows", str(rows), "--size", size,
-           "--batch", str(BATCH), "--device", RUN.device] + (["--bf16"] if RUN.bf16 else [])
+           "--batch", str(BATCH), "--device", RUN.device] + (["--bf16"] if RUN.bf16 else []) + (
+        ["--compile"] if RUN.compile else [])
     if threads:
         cmd += ["--threads", str(threads)]
     env["BENCH_LAUNCH_TIME"] = repr(time.time())
@@ -251,7 +255,8 @@ def parent(frameworks, rows, size, repeats, threads):
     print(f"torch {torch.__version__}, {device}{', bf16' if RUN.bf16 else ''}, "
           f"torch threads {threads or torch.get_num_threads()}"
           f"{'' if threads else ' (default)'}, {os.cpu_count()} CPUs, model {size} {SIZES[size]}, "
-          f"{rows} rows, batch {BATCH}, {rows // BATCH} steps, {repeats} repeat(s)")
+          f"{rows} rows, batch {BATCH}, {rows // BATCH} steps, {repeats} repeat(s)"
+          f"{', torch_compile' if RUN.compile else ''}")
     print(HEADER)
     runs = {f: [] for f in frameworks}
     for r in range(repeats):
@@ -290,9 +295,10 @@ def main():
     p.add_argument("--batch", type=int, default=BATCH, help="per-device batch size")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (HF's bf16=True) in every framework")
+    p.add_argument("--compile", action="store_true", help="torch_compile=True (inductor) in every framework")
     p.add_argument("--baseline", help="also run hftrain as of this git commit (e.g. before a change), same run")
     a = p.parse_args()
-    BATCH, RUN.device, RUN.bf16 = a.batch, a.device, a.bf16
+    BATCH, RUN.device, RUN.bf16, RUN.compile = a.batch, a.device, a.bf16, a.compile
     if a.quick:
         a.rows, a.repeats = 6 * BATCH, 1
     if a.rows % BATCH or a.rows < 2 * BATCH:
