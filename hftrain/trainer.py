@@ -48,7 +48,7 @@ from hftrain._loop.data import DataMethods, default_collator
 from hftrain._loop.evaluation import EvaluationMethods
 from hftrain._loop.hub import HubMethods
 from hftrain._loop.loggers import build_loggers, rewrite_logs
-from hftrain._loop.model_setup import apply_process_settings, memory_tracker
+from hftrain._loop.model_setup import apply_process_settings, check_liger, memory_tracker
 from hftrain._loop.module import HFModule
 from hftrain._loop.optim import OptimizerMethods
 from hftrain._loop.overrides import check_overrides
@@ -109,6 +109,7 @@ class Trainer(
         check_overrides(type(self))
         self.args = args = coerce_args(args)
         check_supported(args)
+        check_liger(args)
         enable_full_determinism(args.seed) if args.full_determinism else set_seed(args.seed)
         self._memory_tracker = memory_tracker(args.skip_memory_metrics)
         self._memory_tracker.start()

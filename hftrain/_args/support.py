@@ -163,6 +163,9 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
     "ignore_data_skip": Mapped("resume starts the interrupted epoch from its first batch instead of skipping"),
     "skip_memory_metrics": Mapped("False: transformers' TrainerMemoryTracker adds the *_mem_* metrics (needs psutil)"),
     "torch_empty_cache_steps": Mapped("Trainer.training_step empties the CUDA cache every N steps, as transformers"),
+    # refused with the reason where Liger's Triton kernels cannot run (no CUDA), before anything starts
+    "use_liger_kernel": Mapped("transformers' apply_liger_kernel at the start of train() (CUDA + Triton only)"),
+    "liger_kernel_config": Mapped("the kernels apply_liger_kernel patches in"),
     "torch_compile": _COMPILE,
     "torch_compile_backend": _COMPILE,
     "torch_compile_mode": _COMPILE,
@@ -185,8 +188,6 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
         "`strategy` and shard the model in a `configure_model` override"
     ),
     "optim_target_modules": Unsupported("GaLore / APOLLO optimizers are not wired up"),
-    "use_liger_kernel": Unsupported("Liger kernels are not applied"),
-    "liger_kernel_config": Unsupported("Liger kernels are not applied"),
     "auto_find_batch_size": Unsupported("the OOM-retry batch-size search is not implemented"),
     "enable_jit_checkpoint": Unsupported("checkpoint-on-SIGTERM is not implemented"),
     "debug": Unsupported("underflow/overflow detection and TPU metrics are not implemented"),

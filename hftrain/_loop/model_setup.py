@@ -82,3 +82,28 @@ def compiled(model: torch.nn.Module, args: Any) -> torch.nn.Module:
     if args.torch_compile_mode not in (None, "default"):
         kwargs["mode"] = args.torch_compile_mode
     return torch.compile(model, **kwargs)
+
+
+def check_liger(args: Any) -> None:
+    """``use_liger_kernel`` patches the model with Liger's Triton kernels, which run on CUDA only: refuse it, with
+    the reason, before anything starts where they cannot run."""
+    if not args.use_liger_kernel:
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("liger_kernel") is None:
+        raise ValueError("`use_liger_kernel=True` needs liger-kernel (and CUDA with Triton): pip install liger-kernel")
+    if args.use_cpu or not torch.cuda.is_available():
+        raise ValueError(
+            "`use_liger_kernel=True`: Liger's kernels are Triton kernels for CUDA GPUs, and this run has no CUDA "
+            "device (use_cpu or no GPU). Set use_liger_kernel=False here."
+        )
+    if importlib.util.find_spec("triton") is None:
+        raise ValueError("`use_liger_kernel=True` needs Triton, which is not installed: pip install triton")
+
+
+def apply_liger(model: torch.nn.Module, args: Any) -> None:
+    """transformers' ``apply_liger_kernel``: Liger's kernels patched into the model, at the start of train()."""
+    from transformers.integrations.liger import apply_liger_kernel
+
+    apply_liger_kernel(model, args.liger_kernel_config)

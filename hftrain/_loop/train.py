@@ -34,6 +34,7 @@ from hftrain._logging import trainer_logger
 from hftrain._loop.data import set_epoch, skip_first_batches
 from hftrain._loop.model_setup import (
     activate_neftune,
+    apply_liger,
     compiled,
     deactivate_neftune,
     enable_activation_checkpointing,
@@ -179,6 +180,8 @@ class TrainMethods:
             enable_full_determinism(args.seed) if args.full_determinism else set_seed(args.seed)
             self._set_model(self.call_model_init(trial))
             self.optimizer, self.lr_scheduler = None, None
+        if args.use_liger_kernel:
+            apply_liger(self.model, args)
         enable_activation_checkpointing(self.model, args)
         if self.neftune_noise_alpha is not None:
             self.neftune_hook_handle = activate_neftune(self.model, self.neftune_noise_alpha, self.accelerator)

@@ -44,7 +44,8 @@ MAPPED = _names(
     "restore_callback_states_from_checkpoint, fsdp, fsdp_config, deepspeed, save_on_each_node, push_to_hub, "
     "hub_token, hub_private_repo, hub_model_id, hub_strategy, hub_always_push, hub_revision, "
     "include_num_input_tokens_seen, length_column_name, accelerator_config, skip_memory_metrics, "
-    "log_on_each_node, torch_empty_cache_steps, neftune_noise_alpha, torch_compile, torch_compile_backend, torch_compile_mode"
+    "log_on_each_node, torch_empty_cache_steps, neftune_noise_alpha, torch_compile, torch_compile_backend, torch_compile_mode, "
+    "use_liger_kernel, liger_kernel_config"
 )
 IGNORED = _names(
     "sortish_sampler, trackio_space_id, trackio_bucket_id, trackio_static_space_id, "
@@ -52,7 +53,7 @@ IGNORED = _names(
 )
 UNSUPPORTED = _names(
     "parallelism_config, optim_target_modules, "
-    "use_liger_kernel, liger_kernel_config, auto_find_batch_size, "
+    "auto_find_batch_size, "
     "enable_jit_checkpoint, debug"
 )
 
@@ -109,11 +110,11 @@ def test_ignored_field_warns_once_per_process(kwargs, field):
 
 def test_unsupported_fields_raise_once_listing_each():
     args = TrainingArguments(debug="underflow_overflow", auto_find_batch_size=True, enable_jit_checkpoint=True,
-                             use_liger_kernel=True)
+                             optim_target_modules=["attn"])
     with pytest.raises(ValueError) as error:
         check_supported(args)
     message = str(error.value)
-    for field in ("use_liger_kernel", "debug", "auto_find_batch_size", "enable_jit_checkpoint"):
+    for field in ("optim_target_modules", "debug", "auto_find_batch_size", "enable_jit_checkpoint"):
         assert f"- `{field}`: {FIELD_SUPPORT[field].reason}" in message
     assert message.count("\n- ") == 4
 

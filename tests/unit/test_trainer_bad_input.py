@@ -110,3 +110,15 @@ def test_plain_module_trains_evaluates_and_predicts(tmp_path):
     assert trainer.train().global_step == 2
     assert trainer.evaluate()["eval_loss"] > 0
     assert trainer.predict(rows(4)).predictions.shape == (4,)
+
+
+def test_liger_kernels_are_refused_with_the_reason_where_they_cannot_run(tmp_path):
+    import importlib.util
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this check is for machines without CUDA")
+    reason = "needs liger-kernel" if importlib.util.find_spec("liger_kernel") is None else "no CUDA device"
+    with pytest.raises(ValueError, match=f"`use_liger_kernel=True`.*{reason}"):
+        Trainer(torch.nn.Linear(2, 2), TrainingArguments(str(tmp_path), report_to="none", use_liger_kernel=True))
