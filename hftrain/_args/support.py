@@ -166,6 +166,7 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
     # refused with the reason where Liger's Triton kernels cannot run (no CUDA), before anything starts
     "use_liger_kernel": Mapped("transformers' apply_liger_kernel at the start of train() (CUDA + Triton only)"),
     "liger_kernel_config": Mapped("the kernels apply_liger_kernel patches in"),
+    "auto_find_batch_size": Mapped("on OOM: the next smaller micro-batch, more accumulation, the same global batch"),
     "torch_compile": _COMPILE,
     "torch_compile_backend": _COMPILE,
     "torch_compile_mode": _COMPILE,
@@ -188,7 +189,6 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
         "`strategy` and shard the model in a `configure_model` override"
     ),
     "optim_target_modules": Unsupported("GaLore / APOLLO optimizers are not wired up"),
-    "auto_find_batch_size": Unsupported("the OOM-retry batch-size search is not implemented"),
     "enable_jit_checkpoint": Unsupported("checkpoint-on-SIGTERM is not implemented"),
     "debug": Unsupported("underflow/overflow detection and TPU metrics are not implemented"),
 }

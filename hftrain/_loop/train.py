@@ -10,6 +10,7 @@ is :meth:`~hftrain._loop.step.TrainingStepMethods._run_update_step`. Lightning's
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import sys
@@ -30,7 +31,16 @@ from transformers.trainer_utils import (
 )
 
 from hftrain._backends import ddp
+from hftrain._callbacks.base import TrainerState
 from hftrain._logging import trainer_logger
+from hftrain._loop.accelerator import HFAccelerator
+from hftrain._loop.batch_size import (
+    OutOfMemoryOnSomeProcess,
+    Snapshot,
+    fits_everywhere,
+    is_out_of_memory,
+    smaller_micro_batch,
+)
 from hftrain._loop.data import set_epoch, skip_first_batches
 from hftrain._loop.model_setup import (
     activate_neftune,
@@ -196,7 +206,53 @@ class TrainMethods:
             check_resumable(resume_from_checkpoint)
             if not self._sharded:  # sharded models load their weights once the strategy has sharded them
                 self._load_from_checkpoint(resume_from_checkpoint)
+            state = TrainerState.load_from_json(os.path.join(resume_from_checkpoint, TRAINER_STATE_NAME))
+            if state.train_batch_size is not None and args.auto_find_batch_size:
+                self._train_batch_size = state.train_batch_size  # the micro-batch the checkpoint's run found
+        if args.auto_find_batch_size:
+            return self._train_finding_batch_size(resume_from_checkpoint, trial, ignore_keys_for_eval)
         return self._train_with_lightning(args, resume_from_checkpoint, trial, ignore_keys_for_eval)
+
+    def _train_finding_batch_size(
+        self, resume_from_checkpoint: str | None, trial: Any, ignore_keys_for_eval: list[str] | None
+    ) -> TrainOutput:
+        """``auto_find_batch_size``: on out-of-memory, train again from the same start with the next smaller
+        micro-batch and the accumulation that keeps the global batch (:mod:`hftrain._loop.batch_size`)."""
+        per_device = self.args.per_device_train_batch_size
+        accumulation = self._requested_accumulation = getattr(
+            self, "_requested_accumulation", self.args.gradient_accumulation_steps)
+        fresh_optimizer, fresh_scheduler = self.optimizer is None, self.lr_scheduler is None
+        snapshot = Snapshot.take(self.model, self.optimizer, self.lr_scheduler)
+        self._use_micro_batch(self._train_batch_size, per_device, accumulation)
+        while True:
+            try:
+                return self._train_with_lightning(self.args, resume_from_checkpoint, trial, ignore_keys_for_eval)
+            except Exception as exc:
+                smaller = smaller_micro_batch(per_device, self._train_batch_size) if is_out_of_memory(exc) else None
+                if smaller is None:
+                    raise
+                logger.warning(
+                    f"Out of memory with micro-batches of {self._train_batch_size}: training again from the start "
+                    f"with {smaller} and gradient accumulation {accumulation * per_device // smaller} (the same "
+                    f"global batch of {per_device * accumulation} per process)."
+                )
+                snapshot.restore(self.model, self.optimizer, self.lr_scheduler)
+                if fresh_optimizer:
+                    self.optimizer = None
+                if fresh_scheduler:
+                    self.lr_scheduler, self._created_lr_scheduler = None, False
+                self.accelerator.free_memory()
+                self._use_micro_batch(smaller, per_device, accumulation)
+
+    def _use_micro_batch(self, micro_batch: int, per_device: int, accumulation: int) -> None:
+        """Train with ``micro_batch`` rows per step of each process and the accumulation that keeps the global batch
+        (on a copy of the arguments: the caller's object keeps what they asked for)."""
+        self._train_batch_size = micro_batch
+        steps = accumulation * per_device // micro_batch
+        if steps != self.args.gradient_accumulation_steps:
+            self.args = copy.copy(self.args)
+            self.args.gradient_accumulation_steps = steps
+            self.accelerator = HFAccelerator(self.args, self.accelerator.gradient_state.plugin_kwargs)
 
     def _train_with_lightning(
         self, args: Any, resume_from_checkpoint: str | None, trial: Any, ignore_keys_for_eval: list[str] | None
@@ -306,8 +362,6 @@ class TrainMethods:
         """A new ``TrainerState``, or the checkpoint's; ``(epochs_trained, steps_trained_in_current_epoch)``."""
         from hftrain._callbacks.state import refresh_callback_states
         from hftrain._loop.checkpoint import load_trainer_state
-        from hftrain.trainer_callback import TrainerState
-
         self.state = TrainerState(stateful_callbacks=refresh_callback_states(
             {}, self.callback_handler.callbacks, self.control))
         self.state.is_hyper_param_search = trial is not None
@@ -408,6 +462,9 @@ class TrainMethods:
         """transformers' start of training, in the process that trains: the loss accumulator, ``on_train_begin``,
         ``eval_on_start``."""
         run = self._train_run
+        if self.args.auto_find_batch_size and ddp.world_size() > 1 and not fits_everywhere(self, self._train_batch_size):
+            # every process raises here, before any step: one's out-of-memory shrinks all of them
+            raise OutOfMemoryOnSomeProcess(f"A process ran out of memory with micro-batches of {self._train_batch_size}.")
         if run.resume_from_checkpoint is not None:
             self._load_scaler(run.resume_from_checkpoint)
         self._tr_loss = torch.zeros((), device=device)

@@ -45,7 +45,7 @@ MAPPED = _names(
     "hub_token, hub_private_repo, hub_model_id, hub_strategy, hub_always_push, hub_revision, "
     "include_num_input_tokens_seen, length_column_name, accelerator_config, skip_memory_metrics, "
     "log_on_each_node, torch_empty_cache_steps, neftune_noise_alpha, torch_compile, torch_compile_backend, torch_compile_mode, "
-    "use_liger_kernel, liger_kernel_config"
+    "use_liger_kernel, liger_kernel_config, auto_find_batch_size"
 )
 IGNORED = _names(
     "sortish_sampler, trackio_space_id, trackio_bucket_id, trackio_static_space_id, "
@@ -53,7 +53,7 @@ IGNORED = _names(
 )
 UNSUPPORTED = _names(
     "parallelism_config, optim_target_modules, "
-    "auto_find_batch_size, "
+    ""
     "enable_jit_checkpoint, debug"
 )
 
@@ -109,12 +109,12 @@ def test_ignored_field_warns_once_per_process(kwargs, field):
 
 
 def test_unsupported_fields_raise_once_listing_each():
-    args = TrainingArguments(debug="underflow_overflow", auto_find_batch_size=True, enable_jit_checkpoint=True,
+    args = TrainingArguments(debug="underflow_overflow", parallelism_config=object(), enable_jit_checkpoint=True,
                              optim_target_modules=["attn"])
     with pytest.raises(ValueError) as error:
         check_supported(args)
     message = str(error.value)
-    for field in ("optim_target_modules", "debug", "auto_find_batch_size", "enable_jit_checkpoint"):
+    for field in ("optim_target_modules", "debug", "parallelism_config", "enable_jit_checkpoint"):
         assert f"- `{field}`: {FIELD_SUPPORT[field].reason}" in message
     assert message.count("\n- ") == 4
 
@@ -123,7 +123,6 @@ def test_unsupported_fields_raise_once_listing_each():
     "kwargs",
     [
         {"parallelism_config": object()},
-        {"auto_find_batch_size": True},
         {"optim_target_modules": ["attn"]},
     ],
 )
