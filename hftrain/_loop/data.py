@@ -101,12 +101,14 @@ def _prepare(loader: DataLoader, args: Any, split_batches: bool, seedable: bool)
         return loader
     if loader.batch_sampler is None or isinstance(loader.batch_sampler, ShardedBatchSampler):
         return loader
+    if isinstance(loader.batch_sampler, BatchRebalanceSampler):
+        return loader  # already this process's groups of each step (as transformers, which neutralises sharding)
     custom_batches = type(loader.batch_sampler) is not torch.utils.data.BatchSampler
     if custom_batches and args.world_size > 1:
         raise ValueError(
-            f"A batch sampler ({type(loader.batch_sampler).__name__}, e.g. train_sampling_strategy="
-            f"{args.train_sampling_strategy!r}) with several processes is not supported by hftrain yet: use "
-            "train_sampling_strategy='random' or 'sequential', or run one process."
+            f"A batch sampler ({type(loader.batch_sampler).__name__}) with several processes is not supported by "
+            "hftrain: give the loader a sampler (hftrain cuts every global batch into the processes' slices), or "
+            "run one process."
         )
     sampler = loader.sampler
     seeded = type(sampler) is RandomSampler and getattr(sampler, "generator", None) is None and (
@@ -115,11 +117,8 @@ def _prepare(loader: DataLoader, args: Any, split_batches: bool, seedable: bool)
         sampler = SeededRandomSampler(dataset, args.data_seed if args.data_seed is not None else torch.initial_seed())
     if args.world_size == 1 and not seeded:
         return loader
-    if isinstance(sampler, LengthGroupedSampler) and args.world_size > 1:
-        raise ValueError(
-            "train_sampling_strategy='group_by_length' with several processes is not supported by hftrain yet "
-            "(every process must draw the same grouped order): use 'random', or run one process."
-        )
+    if args.world_size > 1 and not seeded and not isinstance(sampler, (SequentialSampler, SeededRandomSampler)):
+        sampler = SharedOrder(sampler)  # e.g. group_by_length, drawing from the global RNG: the first process's order
     params = _loader_params(loader)
     if args.world_size > 1:  # the same global batches as one process; this process takes its slice of each
         # a training loader (seeded per worker) gives a process with nothing left a stand-in row of weight 0, so
@@ -139,6 +138,28 @@ def _prepare(loader: DataLoader, args: Any, split_batches: bool, seedable: bool)
     else:
         params.update(sampler=sampler, batch_size=loader.batch_size, drop_last=loader.drop_last)
     return DataLoader(dataset, **params)
+
+
+class SharedOrder(Sampler[int]):
+    """Every process iterates the first process's order of ``sampler`` (one that draws from the global RNG, such
+    as ``LengthGroupedSampler``), so that the processes' slices partition each global batch. On one process it is
+    the sampler's own order, so with a dropout-free model (the same RNG stream) it is one process's order."""
+
+    def __init__(self, sampler: Sampler[int]) -> None:
+        self.sampler = sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        if callable(getattr(self.sampler, "set_epoch", None)):
+            self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        from hftrain._backends.ddp import broadcast_object, rank
+
+        order = list(self.sampler)  # every process draws, so its own RNG stream moves as on one process
+        return iter(broadcast_object(order))
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 def _loader_params(loader: DataLoader) -> dict[str, Any]:
@@ -240,9 +261,10 @@ class DataMethods:
         if train_dataset is None or not has_length(train_dataset):
             return None
         strategy = self.args.train_sampling_strategy
-        if strategy == "group_by_length":
+        if strategy == "group_by_length":  # grouped per global batch: the order does not depend on the processes
             return LengthGroupedSampler(
-                self.args.train_batch_size * self.args.gradient_accumulation_steps, dataset=train_dataset,
+                self.args.train_batch_size * self.args.gradient_accumulation_steps * max(self.args.world_size, 1),
+                dataset=train_dataset,
                 lengths=self._length_column(train_dataset), model_input_name=self._model_input_name(),
             )
         if strategy == "batch_rebalance":
@@ -281,7 +303,8 @@ class DataMethods:
         if self.args.train_sampling_strategy == "group_by_length":
             seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
             return LengthGroupedSampler(
-                self.args.eval_batch_size, dataset=eval_dataset, lengths=self._length_column(eval_dataset),
+                self.args.eval_batch_size * max(self.args.world_size, 1), dataset=eval_dataset,
+                lengths=self._length_column(eval_dataset),
                 model_input_name=self._model_input_name(), generator=torch.Generator().manual_seed(seed),
             )
         return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None

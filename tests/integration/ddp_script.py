@@ -65,7 +65,10 @@ def build(out: str, task: str, common: dict, callbacks: list | None = None) -> t
                           train_dataset=classification_rows(27, seed=3), eval_dataset=classification_rows(11, seed=4),
                           compute_metrics=accuracy, callbacks=callbacks)
         return trainer, classification_rows(11, seed=4)
-    # a token-normalised causal LM: the window's token count is summed over the ranks
+    # a token-normalised causal LM: the window's token count is summed over the ranks; grouped_lm draws its
+    # order with transformers' LengthGroupedSampler (the first process's, on every process)
+    if task == "grouped_lm":
+        common = {**common, "train_sampling_strategy": "group_by_length"}
     trainer = Trainer(tiny_llama(), TrainingArguments(out, **common), train_dataset=lm_rows(27, seed=3),
                       eval_dataset=lm_rows(11, seed=4), data_collator=pad_lm_batch)
     return trainer, lm_rows(11, seed=4)

@@ -62,7 +62,7 @@ def one_process(tmp_path_factory):
     return run
 
 
-@pytest.mark.parametrize("task", ["classifier", "causal_lm"])
+@pytest.mark.parametrize("task", ["classifier", "causal_lm", "grouped_lm"])
 def test_two_processes_match_one(tmp_path, task, one_process):
     _assert_same_run(one_process(task), _launch(tmp_path / "two", 2, 4, task), task)
 

@@ -124,3 +124,21 @@ def test_eval_on_start_and_eval_delay_match_transformers(tmp_path):
     assert [h["step"] for h in our_evals] == [h["step"] for h in hf_evals] == [0, 4, 6]
     assert_histories_match(hf_evals, our_evals, ("eval_loss", "eval_accuracy", "epoch"))
     assert_histories_match(step_logs(runs["hf"]["history"]), step_logs(runs["ours"]["history"]), STEP_KEYS)
+
+
+@pytest.mark.parametrize("strategy", ["group_by_length", "batch_rebalance"])
+def test_length_grouped_orders_are_transformers(tmp_path, strategy):
+    """transformers' LengthGroupedSampler (global RNG) and BatchRebalanceSampler (seeded): the same batches, so the
+    same numbers; the evaluation of group_by_length runs in transformers' grouped order too."""
+    runs = run_both(
+        tiny_gpt2(dropout=0.1),
+        dict(per_device_train_batch_size=2, gradient_accumulation_steps=2, num_train_epochs=2, learning_rate=5e-3,
+             logging_steps=1, train_sampling_strategy=strategy, eval_strategy="epoch", per_device_eval_batch_size=3,
+             save_strategy="no", seed=5),
+        str(tmp_path), train_dataset=lm_rows(24, seed=6), eval_dataset=lm_rows(7, seed=7), data_collator=pad_lm_batch,
+    )
+    hf, ours = runs["hf"], runs["ours"]
+    assert_histories_match(step_logs(hf["history"]), step_logs(ours["history"]), STEP_KEYS)
+    evals = [([h for h in run["history"] if "eval_loss" in h]) for run in (hf, ours)]
+    assert [h["eval_loss"] for h in evals[1]] == pytest.approx([h["eval_loss"] for h in evals[0]], rel=1e-4)
+    assert_same_parameters(hf["trainer"].model, ours["trainer"].model)
