@@ -245,11 +245,17 @@ class HubMethods:
         if self.hp_search_backend == HPSearchBackend.OPTUNA:
             import optuna
 
+            prune = False
             if hasattr(trial, "study") and not trial.study._is_multi_objective():
                 trial.report(self.objective, step)
-                if trial.should_prune():
-                    self.callback_handler.on_train_end(self.args, self.state, self.control)
-                    raise optuna.TrialPruned()
+                prune = trial.should_prune()
+            if self.args.world_size > 1:  # the first process decides; every process leaves the trial here
+                from hftrain._backends import ddp
+
+                prune = ddp.broadcast_object(prune)
+            if prune:
+                self.callback_handler.on_train_end(self.args, self.state, self.control)
+                raise optuna.TrialPruned()
         elif self.hp_search_backend == HPSearchBackend.RAY:
             import tempfile
 
