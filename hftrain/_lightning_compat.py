@@ -155,6 +155,17 @@ def with_deepspeed_accumulation(strategy: Any, accumulation_steps: int) -> Any:
     return strategy
 
 
+def compute_dtype(precision_plugin: Any) -> torch.dtype:
+    """The dtype a precision plugin computes in (``lightning.pytorch.callbacks.throughput_monitor._plugin_to_compute_dtype``,
+    what Lightning's ThroughputMonitor looks the device's peak FLOPs up with); float32 for a plugin it does not know."""
+    from lightning.pytorch.callbacks.throughput_monitor import _plugin_to_compute_dtype
+
+    try:
+        return _plugin_to_compute_dtype(precision_plugin)
+    except (NotImplementedError, RuntimeError):  # Lightning raises either for a plugin it does not know
+        return torch.float32
+
+
 # ---- quiet runs ------------------------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def quiet_lightning() -> Iterator[None]:

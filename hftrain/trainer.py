@@ -53,6 +53,7 @@ from hftrain._loop.module import HFModule
 from hftrain._loop.optim import OptimizerMethods
 from hftrain._loop.overrides import check_overrides
 from hftrain._loop.step import TrainingStepMethods
+from hftrain._loop.throughput import ThroughputMeter
 from hftrain._loop.train import TrainMethods
 from hftrain.trainer_callback import (
     CallbackHandler,
@@ -175,6 +176,7 @@ class Trainer(
         self._tr_loss = torch.zeros(())
         self._total_loss_scalar, self._globalstep_last_logged, self._initial_global_step = 0.0, 0, 0
         self._initial_num_input_tokens_seen = 0
+        self._throughput: ThroughputMeter | None = None  # set when training starts (hftrain._loop.throughput)
         self.control = self.callback_handler.on_init_end(self.args, self.state, self.control)
         if getattr(self.model, "config", None) is not None and hasattr(self.model.config, "use_cache"):
             self.model.config.use_cache = args.use_cache
@@ -271,8 +273,9 @@ class Trainer(
 
     # ---- logging ---------------------------------------------------------------------------------------------------
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add ``epoch`` (and tokens seen), append to ``log_history`` with the step, fire ``on_log``; Lightning
-        loggers get the values under HF's integration names (``train/loss``, ``eval/loss``)."""
+        """Add ``epoch`` (and tokens seen; a training log, ``start_time`` given, also its interval's
+        ``tokens_per_second`` and ``mfu``: :mod:`hftrain._loop.throughput`), append to ``log_history`` with the step,
+        fire ``on_log``; Lightning loggers get the values under HF's integration names (``train/loss``, ``eval/loss``)."""
         if self.state.epoch is not None:
             logs["epoch"] = self.state.epoch
         if self.args.include_num_input_tokens_seen != "no":
@@ -280,6 +283,9 @@ class Trainer(
             if start_time is not None:
                 tokens = self.state.num_input_tokens_seen - self._initial_num_input_tokens_seen
                 logs.update(speed_metrics("train", start_time, num_tokens=tokens))
+        if start_time is not None and self._throughput is not None:  # a training log: this interval's rates
+            counting = self.args.include_num_input_tokens_seen != "no"
+            logs.update(self._throughput.measure(self.state.num_input_tokens_seen, self.state.total_flos, counting))
         self.state.log_history.append({**logs, "step": self.state.global_step})
         self.control = self.callback_handler.on_log(self.args, self.state, self.control, logs)
         for lightning_logger in self.loggers:

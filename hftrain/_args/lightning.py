@@ -1,14 +1,17 @@
-"""The five fields hftrain adds to HF's ``TrainingArguments``: Lightning's way of saying where a run executes.
+"""The six fields hftrain adds to HF's ``TrainingArguments``: Lightning's way of saying where a run executes, and the
+peak the model-FLOPs utilisation is measured against.
 
 ``strategy``, ``accelerator``, ``devices``, ``num_nodes`` and ``precision`` take what ``lightning.Trainer`` takes,
 so one argument moves a script from a CPU to several GPUs, FSDP, DeepSpeed or TPUs. HF's own flags keep working:
 ``strategy="auto"`` derives the strategy from ``fsdp`` / ``deepspeed`` / ``ddp_*`` and the launcher (``torchrun``,
-SLURM), and ``precision=None`` derives it from ``bf16`` / ``fp16``. They come after HF's fields, so an
+SLURM), and ``precision=None`` derives it from ``bf16`` / ``fp16``. ``peak_flops`` (per device, FLOP/s) is what the
+``mfu`` of each training log is a fraction of (:mod:`hftrain._loop.throughput`). They come after HF's fields, so an
 ``HfArgumentParser`` command line of HF's options parses the same.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from dataclasses import dataclass, field
@@ -19,7 +22,7 @@ from typing_extensions import Self
 
 from hftrain._args.fields import _TrainingArgumentsFields
 
-LIGHTNING_FIELDS = ("strategy", "accelerator", "devices", "num_nodes", "precision")
+LIGHTNING_FIELDS = ("strategy", "accelerator", "devices", "num_nodes", "precision", "peak_flops")
 
 # strategy names that run one process whatever ``devices`` says
 SINGLE_PROCESS_STRATEGIES = frozenset({"single_device", "single_xla"})
@@ -61,6 +64,17 @@ class _LightningFields(_TrainingArgumentsFields):
         },
     )
 
+    peak_flops: float | None = field(
+        default=None,
+        metadata={
+            "help": (
+                "hftrain: the peak FLOP/s of one device, for the `mfu` (model-FLOPs utilisation) of each training "
+                "log. None: the device's known peak for the run's precision (Lightning's table of NVIDIA GPUs and "
+                "TPUs); on a CPU no `mfu` is logged unless it is given."
+            )
+        },
+    )
+
     def _normalise_lightning_fields(self) -> None:
         """Command-line strings to Lightning's types (``"2"`` devices → 2) and the conflicts HF's flags can have."""
         if isinstance(self.devices, str) and self.devices.lstrip("-").isdigit():
@@ -74,6 +88,13 @@ class _LightningFields(_TrainingArgumentsFields):
                              f"{self.devices}. Use `use_cpu=True` or `accelerator='cpu'` to train on the CPU.")
         if self.use_cpu and self.accelerator not in ("auto", "cpu"):
             raise ValueError(f"`use_cpu=True` contradicts `accelerator={self.accelerator!r}`: set only one of them.")
+        if isinstance(self.peak_flops, str):
+            with contextlib.suppress(ValueError):
+                self.peak_flops = float(self.peak_flops)
+        if self.peak_flops is not None and (isinstance(self.peak_flops, (bool, str))
+                                            or not isinstance(self.peak_flops, (int, float)) or not self.peak_flops > 0):
+            raise ValueError(f"`peak_flops` is one device's peak FLOP/s, a positive number (e.g. 989e12 for an H100's "
+                             f"bf16), or None for the device's known peak; got {self.peak_flops!r}.")
         if isinstance(self.precision, str):
             flag = "bf16" if self.bf16 else "fp16" if self.fp16 else None
             wanted = {"bf16": ("bf16",), "fp16": ("16",)}.get(flag or "", ())
@@ -156,4 +177,4 @@ def launched_by_environment() -> bool:
 
 def describe(value: Any) -> str:
     """A strategy or precision as it is written to ``training_args.bin`` / JSON: objects by their class name."""
-    return value if value is None or isinstance(value, (str, int, list)) else type(value).__name__
+    return value if value is None or isinstance(value, (str, int, float, list)) else type(value).__name__

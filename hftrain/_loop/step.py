@@ -365,11 +365,12 @@ class TrainingStepMethods:
             self._globalstep_last_logged = self.state.global_step
             self.store_flos()
             self.log(logs, start_time)
-        if self.control.should_evaluate:
-            metrics = self._evaluate(trial, ignore_keys_for_eval)
-            is_new_best_metric = self._determine_best_metric(metrics=metrics, trial=trial)
-            if self.args.save_strategy == "best":
-                self.control.should_save = is_new_best_metric
-        if self.control.should_save:
-            self._save_checkpoint(model, trial)
-            self.control = self.callback_handler.on_save(self.args, self.state, self.control)
+        with self._throughput.paused():  # the training rates of the next log count training time only
+            if self.control.should_evaluate:
+                metrics = self._evaluate(trial, ignore_keys_for_eval)
+                is_new_best_metric = self._determine_best_metric(metrics=metrics, trial=trial)
+                if self.args.save_strategy == "best":
+                    self.control.should_save = is_new_best_metric
+            if self.control.should_save:
+                self._save_checkpoint(model, trial)
+                self.control = self.callback_handler.on_save(self.args, self.state, self.control)

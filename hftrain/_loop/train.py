@@ -42,6 +42,7 @@ from hftrain._loop.batch_size import (
     smaller_micro_batch,
 )
 from hftrain._loop.data import set_epoch, skip_first_batches
+from hftrain._loop.throughput import ThroughputMeter, device_peak_flops
 from hftrain._loop.model_setup import (
     activate_neftune,
     apply_liger,
@@ -472,6 +473,9 @@ class TrainMethods:
         self.control = self.callback_handler.on_train_begin(self.args, self.state, self.control)
         if self.args.eval_on_start:
             self._evaluate(run.trial, run.ignore_keys_for_eval, skip_scheduler=True)
+        peak = self.args.peak_flops or device_peak_flops(device, self.lightning_trainer.precision_plugin)
+        self._throughput = ThroughputMeter(ddp.world_size(), peak)
+        self._throughput.start(self.state.num_input_tokens_seen, self.state.total_flos)
 
     def _lightning_epoch_start(self, lightning_epoch: int, step_optimizer: Callable[[], None],
                                to_device: Callable[[Any], Any]) -> None:

@@ -67,3 +67,61 @@ def test_tokens_seen_equal_transformers(tmp_path, mode):
     assert ours["trainer"].state.num_input_tokens_seen == hf["trainer"].state.num_input_tokens_seen > 0
     assert [h["num_input_tokens_seen"] for h in step_logs(ours["history"])] == [
         h["num_input_tokens_seen"] for h in step_logs(hf["history"])]
+
+
+class SlowEvaluation:
+    """An ``on_evaluate`` that takes ``seconds``: time the training rates must not count."""
+
+    def __new__(cls, seconds: float):
+        import time
+
+        from hftrain import TrainerCallback
+
+        class Slow(TrainerCallback):
+            def on_evaluate(self, args, state, control, **kwargs):
+                time.sleep(seconds)
+
+        return Slow()
+
+
+def test_every_training_log_has_its_intervals_tokens_per_second_and_mfu(tmp_path):
+    from hftrain import Trainer, TrainingArguments
+
+    model = tiny_bert_classifier()
+    args = TrainingArguments(str(tmp_path), report_to="none", disable_tqdm=True, per_device_train_batch_size=4,
+                             max_steps=6, logging_steps=2, eval_strategy="steps", eval_steps=2, save_strategy="no",
+                             include_num_input_tokens_seen="all", peak_flops=1e12)
+    trainer = Trainer(model, args, train_dataset=classification_rows(24), eval_dataset=classification_rows(4, seed=1),
+                      callbacks=[SlowEvaluation(0.5)])
+    trainer.train()
+    logs = step_logs(trainer.state.log_history)
+    assert len(logs) == 3
+    flops_per_token = 6 * model.num_parameters(exclude_embeddings=True)  # transformers' floating_point_ops
+    previous = 0
+    for log in logs:
+        tokens = log["num_input_tokens_seen"] - previous
+        previous = log["num_input_tokens_seen"]
+        seconds = tokens / log["tokens_per_second"]
+        assert 0 < seconds < 0.5  # the half-second evaluations before the 2nd and 3rd logs are not counted
+        assert log["tokens_per_second_per_device"] == log["tokens_per_second"]  # one process
+        assert log["mfu"] * 1e12 / log["tokens_per_second"] == pytest.approx(flops_per_token, rel=1e-3)
+    eval_logs = [h for h in trainer.state.log_history if "eval_loss" in h]
+    assert eval_logs and not any("tokens_per_second" in h or "mfu" in h for h in eval_logs)
+
+
+def test_without_token_counting_or_a_peak_the_logs_stay_transformers(tmp_path):
+    runs = run_both(tiny_bert_classifier(), dict(per_device_train_batch_size=4, max_steps=2, logging_steps=1,
+                                                 save_strategy="no"),
+                    str(tmp_path), train_dataset=classification_rows(20))
+    hf, ours = (step_logs(runs[name]["history"]) for name in ("hf", "ours"))
+    assert [set(log) for log in ours] == [set(log) for log in hf]  # a CPU has no known peak: no mfu either
+
+
+def test_peak_flops_must_be_a_positive_number(tmp_path):
+    from hftrain import TrainingArguments
+
+    with pytest.raises(ValueError, match="peak_flops.*positive number.*got -1"):
+        TrainingArguments(str(tmp_path), peak_flops=-1)
+    with pytest.raises(ValueError, match="peak_flops.*'fast'"):
+        TrainingArguments(str(tmp_path), peak_flops="fast")
+    assert TrainingArguments(str(tmp_path), peak_flops="312e12").peak_flops == 312e12
