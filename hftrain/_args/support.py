@@ -177,6 +177,9 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
     "generation_max_length": Mapped("max_length for generate() unless max_length/max_new_tokens are passed"),
     "generation_num_beams": Mapped("num_beams for generate() unless passed to evaluate()/predict()"),
     "generation_config": Mapped("replaces model.generation_config (object, directory or JSON file)"),
+    "optim_target_modules": Mapped("GaLore / APOLLO: transformers' optimizer handlers (galore-torch / apollo-torch)"),
+    "debug": Mapped("underflow_overflow: transformers' DebugUnderflowOverflow at train(); tpu_metrics_debug: "
+                    "torch_xla's metrics report after evaluate()"),
     # -- Ignored
     "sortish_sampler": Ignored("dead in transformers 5.24 too: declared but never read"),
     "trackio_space_id": _TRACKER,
@@ -188,9 +191,7 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
         "accelerate's ParallelismConfig (tensor/context parallel): pass a Lightning ModelParallelStrategy as "
         "`strategy` and shard the model in a `configure_model` override"
     ),
-    "optim_target_modules": Unsupported("GaLore / APOLLO optimizers are not wired up"),
     "enable_jit_checkpoint": Unsupported("checkpoint-on-SIGTERM is not implemented"),
-    "debug": Unsupported("underflow/overflow detection and TPU metrics are not implemented"),
 }
 
 _warned_ignored: set[str] = set()  # Ignored fields already warned about in this process

@@ -22,7 +22,7 @@ from transformers.trainer_utils import EvalLoopOutput, PredictionOutput, has_len
 
 from hftrain._logging import trainer_logger
 from hftrain._loop.collector import EvalCollector, EvalRequest
-from hftrain._loop.model_setup import compiled
+from hftrain._loop.model_setup import compiled, report_tpu_metrics
 from hftrain._loop.optim import is_metric_driven
 
 logger = trainer_logger()
@@ -59,6 +59,7 @@ class EvaluationMethods:
         )
         self._add_speed_metrics(output, metric_key_prefix, start_time)
         self.log(output.metrics)
+        report_tpu_metrics(self.args)
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, output.metrics)
         self._memory_tracker.stop_and_update_metrics(output.metrics)
         return output.metrics

@@ -107,3 +107,36 @@ def apply_liger(model: torch.nn.Module, args: Any) -> None:
     from transformers.integrations.liger import apply_liger_kernel
 
     apply_liger_kernel(model, args.liger_kernel_config)
+
+
+def watch_underflow_overflow(model: torch.nn.Module, args: Any) -> None:
+    """``debug="underflow_overflow"``: transformers' ``DebugUnderflowOverflow`` hooks on every module, which stop the
+    run with a report of the last frames when an activation or weight becomes ``inf`` / ``nan`` (transformers, at
+    the same point of ``train()``)."""
+    from transformers.debug_utils import DebugOption, DebugUnderflowOverflow
+
+    if DebugOption.UNDERFLOW_OVERFLOW in args.debug:
+        DebugUnderflowOverflow(model)
+
+
+_warned_tpu_metrics = False
+
+
+def report_tpu_metrics(args: Any) -> None:
+    """``debug="tpu_metrics_debug"``: torch_xla's metrics report after an evaluation, as transformers prints it.
+    Without torch_xla there is nothing to report: a warning says so once (transformers fails with a NameError)."""
+    global _warned_tpu_metrics
+    from transformers.debug_utils import DebugOption
+
+    if DebugOption.TPU_METRICS_DEBUG not in args.debug:
+        return
+    try:
+        import torch_xla.core.xla_model as xm
+        import torch_xla.debug.metrics as met
+    except ImportError:
+        if not _warned_tpu_metrics:
+            warnings.warn("debug='tpu_metrics_debug' reports torch_xla's metrics, and torch_xla is not installed: "
+                          "nothing is reported. Run on an XLA device (accelerator='tpu') to see them.", stacklevel=2)
+            _warned_tpu_metrics = True
+        return
+    xm.master_print(met.metrics_report())

@@ -102,14 +102,42 @@ def create_optimizer(model: nn.Module, args: Any) -> torch.optim.Optimizer:
 
 
 def create_scheduler(optimizer: torch.optim.Optimizer, args: Any, num_training_steps: int) -> Any:
-    """``transformers.get_scheduler`` with HF's warmup (an int, or a ratio of the steps when below 1)."""
-    return get_scheduler(
-        str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
-        optimizer=optimizer,
-        num_warmup_steps=args.get_warmup_steps(num_training_steps),
-        num_training_steps=num_training_steps,
-        scheduler_specific_kwargs=args.lr_scheduler_kwargs or {},
-    )
+    """``transformers.get_scheduler`` with HF's warmup (an int, or a ratio of the steps when below 1).
+
+    A layer-wise optimizer (GaLore / APOLLO ``*_layerwise``: one optimizer per parameter, stepped by a hook after its
+    gradient) gets one scheduler per parameter, stepped by the same hook, and the schedule over its placeholder
+    optimizer, which is what ``learning_rate`` logs. transformers 5.24 hands ``get_scheduler`` the accelerate-wrapped
+    optimizer, so its layer-wise branch never runs: the log shows the decaying rate while every layer trains at the
+    initial one (and that branch fails under torch >= 2.13, whose schedulers check one rate per parameter group).
+    """
+    from transformers.trainer_pt_utils import LayerWiseDummyOptimizer
+
+    def scheduler(optimizer: torch.optim.Optimizer) -> Any:
+        return get_scheduler(
+            str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
+            optimizer=optimizer,
+            num_warmup_steps=args.get_warmup_steps(num_training_steps),
+            num_training_steps=num_training_steps,
+            scheduler_specific_kwargs=args.lr_scheduler_kwargs or {},
+        )
+
+    if not (isinstance(optimizer, LayerWiseDummyOptimizer) and optimizer.optimizer_dict):
+        return scheduler(optimizer)
+    for param, layer in optimizer.optimizer_dict.items():
+        if param.requires_grad:
+            param.register_post_accumulate_grad_hook(lambda _, step=scheduler(layer).step: step())
+    optimizer.__class__ = _Placeholder  # the placeholder's own schedule, not get_scheduler's layer-wise branch
+    try:
+        return scheduler(optimizer)
+    finally:
+        optimizer.__class__ = LayerWiseDummyOptimizer
+
+
+class _Placeholder(torch.optim.Optimizer):
+    """A layer-wise optimizer's placeholder, as a plain optimizer while its schedule is built (``create_scheduler``)."""
+
+    def step(self, closure: Any = None) -> None:
+        return None
 
 
 def is_metric_driven(scheduler: Any) -> bool:

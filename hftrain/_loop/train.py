@@ -42,14 +42,15 @@ from hftrain._loop.batch_size import (
     smaller_micro_batch,
 )
 from hftrain._loop.data import set_epoch, skip_first_batches
-from hftrain._loop.throughput import ThroughputMeter, device_peak_flops
 from hftrain._loop.model_setup import (
     activate_neftune,
     apply_liger,
     compiled,
     deactivate_neftune,
     enable_activation_checkpointing,
+    watch_underflow_overflow,
 )
+from hftrain._loop.throughput import ThroughputMeter, device_peak_flops
 
 logger = trainer_logger()
 
@@ -197,6 +198,7 @@ class TrainMethods:
         if self.neftune_noise_alpha is not None:
             self.neftune_hook_handle = activate_neftune(self.model, self.neftune_noise_alpha, self.accelerator)
         self._hp_search_setup(trial)
+        watch_underflow_overflow(self.model, args)
         if isinstance(resume_from_checkpoint, bool) and resume_from_checkpoint:
             resume_from_checkpoint = get_last_checkpoint(args.output_dir) if os.path.isdir(args.output_dir) else None
             if resume_from_checkpoint is None:
