@@ -19,6 +19,7 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+from lightning.pytorch.strategies.launchers.xla import _XLALauncher
 from typing_extensions import override
 
 CHECKED_AGAINST = "2.6.6"
@@ -81,25 +82,39 @@ def is_multiprocessing_launcher(launcher: Any) -> bool:
 
 
 def carry_results_to_caller(trainer: L.Trainer) -> None:
-    """Make a spawned / forked run send the hftrain Trainer's results back with the weights (see below)."""
-    if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
-        trainer.strategy.launcher.__class__ = _ResultCarryingLauncher
+    """Make a spawned / forked run send the hftrain Trainer's results back with the weights (see below). XLA's
+    launcher (``xmp.spawn``) keeps its own ``launch``: it gets the carrying subclass of its own class."""
+    launcher = trainer.strategy.launcher
+    carrying = {_MultiProcessingLauncher: _ResultCarryingLauncher, _XLALauncher: _ResultCarryingXLALauncher}
+    if type(launcher) in carrying:
+        launcher.__class__ = carrying[type(launcher)]
+
+
+def _get_extra_results(self: Any, trainer: L.Trainer) -> dict[str, Any]:
+    results = trainer.lightning_module.loop.results_for_main_process()
+    return {**_MultiProcessingLauncher.get_extra_results(self, trainer), "hftrain": results}
+
+
+def _update_main_process_results(self: Any, trainer: L.Trainer, extra: dict[str, Any]) -> None:
+    _MultiProcessingLauncher.update_main_process_results(self, trainer, extra)
+    trainer.lightning_module.loop.receive_worker_results(extra["hftrain"])
 
 
 class _ResultCarryingLauncher(_MultiProcessingLauncher):
-    """Spawned / forked workers send the hftrain Trainer's results (state, train loss, evaluation outputs) back to
-    the process that called ``train()`` / ``evaluate()``, with the weights Lightning already returns
-    (``get_extra_results`` / ``update_main_process_results``). Module level, so that ``spawn`` can pickle it."""
+    """Spawned / forked workers (ddp_spawn / ddp_fork / ddp_notebook) send the hftrain Trainer's results (state,
+    train loss, evaluation outputs) back to the process that called ``train()`` / ``evaluate()``, with the weights
+    Lightning already returns (``get_extra_results`` / ``update_main_process_results``). Module level, so that
+    ``spawn`` can pickle it; single inheritance, so that a launcher's class can be swapped for it."""
 
-    @override
-    def get_extra_results(self, trainer: L.Trainer) -> dict[str, Any]:
-        results = trainer.lightning_module.loop.results_for_main_process()
-        return {**super().get_extra_results(trainer), "hftrain": results}
+    get_extra_results = _get_extra_results
+    update_main_process_results = _update_main_process_results
 
-    @override
-    def update_main_process_results(self, trainer: L.Trainer, extra: dict[str, Any]) -> None:
-        super().update_main_process_results(trainer, extra)
-        trainer.lightning_module.loop.receive_worker_results(extra["hftrain"])
+
+class _ResultCarryingXLALauncher(_XLALauncher):
+    """Lightning's XLA launcher (``xmp.spawn``), carrying the results in the same way."""
+
+    get_extra_results = _get_extra_results
+    update_main_process_results = _update_main_process_results
 
 
 # ---- the optimizer step of manual optimization -----------------------------------------------------------------------

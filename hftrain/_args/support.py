@@ -67,9 +67,9 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
     "adam_beta1": Mapped("optimizer betas[0]"),
     "adam_beta2": Mapped("optimizer betas[1]"),
     "adam_epsilon": Mapped("optimizer eps"),
-    "max_grad_norm": Mapped("lightning.Trainer(gradient_clip_val, gradient_clip_algorithm='norm'); grad_norm logged"),
-    # HF's LabelSmoother replaces the model loss; hftrain applies the same function in the training step.
-    "label_smoothing_factor": Mapped("LabelSmoother(epsilon) in the module's loss"),
+    "max_grad_norm": Mapped("Trainer._clip_grad_norm (accelerator.clip_grad_norm_) in the step; grad_norm logged"),
+    # HF's LabelSmoother replaces the model loss, in Trainer.compute_loss as in transformers.
+    "label_smoothing_factor": Mapped("Trainer.label_smoother = LabelSmoother(epsilon), used by compute_loss"),
     # -- precision and memory
     "bf16": Mapped("lightning.Trainer(precision='bf16-mixed')"),
     # HF trains fp16=True on CPU in fp32; Lightning would switch to bf16, so the CPU case maps to '32-true'.
@@ -82,26 +82,26 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
     "gradient_checkpointing_kwargs": Mapped("alias of activation_checkpointing_kwargs"),
     "use_cache": Mapped("model.config.use_cache at Trainer init"),
     # -- logging
-    "logging_strategy": Mapped("HF-semantics logging callback"),
-    "logging_steps": Mapped("HF-semantics logging callback (and lightning log_every_n_steps)"),
-    "logging_first_step": Mapped("HF-semantics logging callback"),
-    "logging_nan_inf_filter": Mapped("module's running-loss filter (train) and eval-loss filter"),
+    "logging_strategy": Mapped("DefaultFlowCallback sets control.should_log; _maybe_log_save_evaluate logs"),
+    "logging_steps": Mapped("DefaultFlowCallback (Lightning's log_every_n_steps stays 1: hftrain logs itself)"),
+    "logging_first_step": Mapped("DefaultFlowCallback: a log after the first step"),
+    "logging_nan_inf_filter": Mapped("the step's running loss: a nan/inf step loss counts as the mean so far"),
     "log_level": Mapped("transformers verbosity on the process that logs (get_process_log_level)"),
     "log_level_replica": Mapped("transformers verbosity on the other processes"),
-    "disable_tqdm": Mapped("lightning.Trainer(enable_progress_bar=not disable_tqdm)"),
+    "disable_tqdm": Mapped("ProgressCallback or PrinterCallback, as transformers (Lightning's bar stays off)"),
     "report_to": Mapped("lightning loggers (tensorboard, wandb, ...)"),
     # -- evaluation
-    "eval_strategy": Mapped("HF-semantics evaluation callback (runs the validation loop)"),
-    "eval_steps": Mapped("HF-semantics evaluation callback"),
-    "eval_delay": Mapped("HF-semantics evaluation callback"),
+    "eval_strategy": Mapped("DefaultFlowCallback sets control.should_evaluate; Trainer.evaluate runs"),
+    "eval_steps": Mapped("DefaultFlowCallback"),
+    "eval_delay": Mapped("DefaultFlowCallback: no evaluation before the delay"),
     "prediction_loss_only": Mapped("evaluate/predict skip gathering logits and labels"),
     "eval_on_start": Mapped("one evaluation before the first training step"),
     "eval_do_concat_batches": Mapped("pad-and-concat (True) or per-batch lists (False) of predictions"),
     "eval_accumulation_steps": Mapped("move gathered predictions to CPU every N eval steps"),
     "include_for_metrics": Mapped("EvalPrediction.inputs / .losses"),
     # -- checkpoints and best model
-    "save_strategy": Mapped("HF-layout checkpoint callback (output_dir/checkpoint-N)"),
-    "save_steps": Mapped("HF-layout checkpoint callback"),
+    "save_strategy": Mapped("DefaultFlowCallback sets control.should_save; _save_checkpoint writes checkpoint-N"),
+    "save_steps": Mapped("DefaultFlowCallback"),
     "save_total_limit": Mapped("HF checkpoint rotation"),
     "save_only_model": Mapped("checkpoint without optimizer/scheduler/RNG state"),
     "load_best_model_at_end": Mapped("reload state.best_model_checkpoint after fit"),
@@ -162,7 +162,7 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
     "restore_callback_states_from_checkpoint": Mapped("resuming rebuilds the checkpointed stateful callbacks"),
     "ignore_data_skip": Mapped("resume starts the interrupted epoch from its first batch instead of skipping"),
     "skip_memory_metrics": Mapped("False: transformers' TrainerMemoryTracker adds the *_mem_* metrics (needs psutil)"),
-    "torch_empty_cache_steps": Mapped("Trainer.training_step empties the CUDA cache every N steps, as transformers"),
+    "torch_empty_cache_steps": Mapped("Trainer.training_step empties the accelerator's cache every N steps"),
     # refused with the reason where Liger's Triton kernels cannot run (no CUDA), before anything starts
     "use_liger_kernel": Mapped("transformers' apply_liger_kernel at the start of train() (CUDA + Triton only)"),
     "liger_kernel_config": Mapped("the kernels apply_liger_kernel patches in"),
@@ -178,6 +178,8 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
     "generation_num_beams": Mapped("num_beams for generate() unless passed to evaluate()/predict()"),
     "generation_config": Mapped("replaces model.generation_config (object, directory or JSON file)"),
     "optim_target_modules": Mapped("GaLore / APOLLO: transformers' optimizer handlers (galore-torch / apollo-torch)"),
+    "enable_jit_checkpoint": Mapped("JITCheckpointCallback: on SIGTERM (jit_checkpoint_signals) every process saves "
+                                    "after the same step and stops (hftrain._loop.preemption)"),
     "debug": Mapped("underflow_overflow: transformers' DebugUnderflowOverflow at train(); tpu_metrics_debug: "
                     "torch_xla's metrics report after evaluate()"),
     # -- Ignored
@@ -191,7 +193,6 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
         "accelerate's ParallelismConfig (tensor/context parallel): pass a Lightning ModelParallelStrategy as "
         "`strategy` and shard the model in a `configure_model` override"
     ),
-    "enable_jit_checkpoint": Unsupported("checkpoint-on-SIGTERM is not implemented"),
 }
 
 _warned_ignored: set[str] = set()  # Ignored fields already warned about in this process

@@ -7,6 +7,9 @@ from typing import Any
 
 import torch
 from transformers.utils import logging as hf_logging
+from transformers.utils.import_utils import enable_tf32
+
+from hftrain._args.normalise import tf32_available
 
 
 def apply_process_settings(args: Any) -> None:
@@ -14,9 +17,8 @@ def apply_process_settings(args: Any) -> None:
     level = args.get_process_log_level()
     if level != -1 and args.log_level != "passive" or not args.should_log:
         hf_logging.set_verbosity(level)
-    if args.tf32 is not None and torch.cuda.is_available():
-        torch.backends.cuda.matmul.allow_tf32 = args.tf32
-        torch.backends.cudnn.allow_tf32 = args.tf32
+    if args.tf32 is not None and tf32_available():
+        enable_tf32(args.tf32)  # transformers' switch: torch's fp32_precision API, or the allow_tf32 flags
 
 
 def enable_activation_checkpointing(model: torch.nn.Module, args: Any) -> None:
@@ -71,6 +73,17 @@ def deactivate_neftune(model: torch.nn.Module, hook_handle: Any, accelerator: An
     from transformers.integrations.neftune import deactivate_neftune as transformers_deactivate_neftune
 
     transformers_deactivate_neftune(model, hook_handle, accelerator)
+
+
+def empty_device_cache() -> None:
+    """``torch_empty_cache_steps``: return the accelerator's cached, unused memory to it (accelerate's
+    ``clear_device_cache``, which transformers calls: nothing to do on a CPU)."""
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    elif hasattr(torch, "xpu") and torch.xpu.is_available():
+        torch.xpu.empty_cache()
+    elif torch.backends.mps.is_available():
+        torch.mps.empty_cache()
 
 
 def compiled(model: torch.nn.Module, args: Any) -> torch.nn.Module:

@@ -87,7 +87,7 @@ def optimizer_cls_and_kwargs(args: Any) -> tuple[type[torch.optim.Optimizer], di
         }
     package = _PACKAGE_GATED.get(name, "bitsandbytes" if "8bit" in name or "paged" in name or "lion" in name or
                                  "bnb" in name or "ademamix" in name else None)
-    hint = f" It needs the `{package}` package, which hftrain does not integrate yet." if package else ""
+    hint = f" It needs the `{package}` package: `pip install {package}`." if package else ""
     raise ValueError(
         f"`optim={name!r}` is not supported by hftrain.{hint} Use one of adamw_torch_fused (the default), "
         "adamw_torch, adafactor, sgd, adagrad, rmsprop, or pass your own `optimizers=(optimizer, scheduler)` or "

@@ -18,6 +18,7 @@ over processes at each log), so measuring adds no synchronisation.
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Callable, Iterator
 
@@ -81,6 +82,8 @@ def device_peak_flops(device: "torch.device", precision_plugin: object | None) -
 
     if device.type not in ("cuda", "xla"):
         return None
+    if device.type == "xla" and os.environ.get("PJRT_DEVICE", "TPU").upper() != "TPU":
+        return None  # torch_xla on a CPU or GPU: Lightning would ask the TPU metadata server for its version
     dtype = compute_dtype(precision_plugin) if precision_plugin is not None else torch.float32
     flops = get_available_flops(device, dtype)
     return float(flops) if flops else None

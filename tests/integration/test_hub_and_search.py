@@ -114,3 +114,69 @@ def test_hyperparameter_search_runs_the_same_trials_as_transformers(tmp_path):
     assert best.run_id == hf_best.run_id and best.hyperparameters == hf_best.hyperparameters
     assert objectives == pytest.approx(hf_objectives) and len(objectives) == 3
     assert best.objective == pytest.approx(hf_best.objective)
+
+
+class RecordingHub:
+    """huggingface_hub's HfApi as both Trainers use it, recording what each upload would send."""
+
+    def __init__(self):
+        self.uploads = []
+
+    def create_repo(self, repo_id, token=None, private=None, exist_ok=False):
+        return types.SimpleNamespace(repo_id=repo_id)
+
+    def upload_folder(self, **kwargs):
+        from concurrent.futures import Future
+
+        files = set(os.listdir(kwargs["folder_path"])) & {"model.safetensors", "config.json", "training_args.bin",
+                                                          "optimizer.pt", "trainer_state.json"}
+        self.uploads.append({**{k: kwargs.get(k) for k in ("repo_id", "path_in_repo", "token", "revision",
+                                                         "commit_message", "run_as_future")}, "files": sorted(files)})
+        done = Future()
+        done.set_result("commit-info")
+        return done
+
+
+@pytest.mark.parametrize("strategy", ["every_save", "checkpoint", "all_checkpoints", "end"])
+def test_hub_strategy_token_and_revision_upload_what_transformers_uploads(tmp_path, monkeypatch, strategy):
+    import transformers
+
+    import hftrain
+    from hftrain._loop import hub
+
+    uploads = {}
+    for name, trainer_cls, args_cls in (("hf", transformers.Trainer, transformers.TrainingArguments),
+                                        ("ours", hftrain.Trainer, hftrain.TrainingArguments)):
+        fake = RecordingHub()
+        monkeypatch.setattr(transformers.trainer, "hf_api", lambda: fake)
+        monkeypatch.setattr(hub, "hf_api", lambda: fake)
+        args = args_cls(str(tmp_path / name / "run"), report_to="none", disable_tqdm=True, max_steps=4, save_steps=2,
+                        per_device_train_batch_size=4, push_to_hub=True, hub_model_id="user/run", hub_token="tok",
+                        hub_revision="dev", hub_strategy=strategy)
+        trainer_cls(tiny_bert_classifier(), args, train_dataset=classification_rows(16)).train()
+        uploads[name] = fake.uploads
+    assert uploads["ours"] == uploads["hf"]
+    assert all(u["token"] == "tok" and u["revision"] == "dev" for u in uploads["ours"])
+    expected = {"every_save": 2, "checkpoint": 4, "all_checkpoints": 4, "end": 0}[strategy]
+    assert len(uploads["ours"]) == expected
+
+
+@pytest.mark.parametrize("always_push", [False, True])
+def test_hub_always_push_pushes_while_a_push_is_in_progress(tmp_path, monkeypatch, always_push):
+    from concurrent.futures import Future
+
+    from transformers.utils.hub import PushInProgress
+
+    from hftrain import Trainer, TrainingArguments
+    from hftrain._loop import hub
+
+    fake = RecordingHub()
+    monkeypatch.setattr(hub, "hf_api", lambda: fake)
+    args = TrainingArguments(str(tmp_path / "run"), report_to="none", push_to_hub=True, hub_model_id="user/run",
+                             hub_always_push=always_push)
+    trainer = Trainer(tiny_bert_classifier(), args)
+    trainer.push_in_progress = PushInProgress([Future()])  # an upload that has not finished
+    checkpoint = tmp_path / "run" / "checkpoint-1"
+    checkpoint.mkdir(parents=True)
+    trainer._push_from_checkpoint(str(checkpoint))
+    assert len(fake.uploads) == (1 if always_push else 0)

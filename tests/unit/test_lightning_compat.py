@@ -42,9 +42,17 @@ def test_checkpoint_and_early_stopping_check_on_every_validation():
     assert chosen._save_on_train_epoch_end is True  # a user's explicit choice stays
 
 
-def test_result_carrying_launcher_overrides_lightnings_hooks():
+def test_result_carrying_launchers_override_lightnings_hooks_and_keep_their_launch():
+    from lightning.pytorch.strategies.launchers.xla import _XLALauncher
+
     for name in ("get_extra_results", "update_main_process_results"):
-        assert name in vars(_MultiProcessingLauncher) and name in vars(compat._ResultCarryingLauncher)
+        assert name in vars(_MultiProcessingLauncher) and name in vars(compat._ResultCarryingXLALauncher)
+    for carrying, lightning_launcher in ((compat._ResultCarryingLauncher, _MultiProcessingLauncher),
+                                         (compat._ResultCarryingXLALauncher, _XLALauncher)):
+        assert carrying.launch is lightning_launcher.launch  # XLA's xmp.spawn, not the multiprocessing one
+        assert carrying.get_extra_results is compat._ResultCarryingLauncher.get_extra_results
+        launcher = object.__new__(lightning_launcher)
+        launcher.__class__ = carrying  # what carry_results_to_caller does: the layouts agree
     assert not compat.is_multiprocessing_launcher(None)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import subprocess
 import sys
@@ -20,42 +21,54 @@ from hftrain.training_args_seq2seq import Seq2SeqTrainingArguments
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _names(text: str) -> set[str]:
-    return {name.strip() for name in text.split(",")}
+def _names_used(paths) -> set[str]:
+    """Every attribute read, keyword argument, string constant and name in these files: where a field can be used."""
+    found: set[str] = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute):
+                found.add(node.attr)
+            elif isinstance(node, ast.keyword) and node.arg:
+                found.add(node.arg)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                found.add(node.value)
+            elif isinstance(node, ast.Name):
+                found.add(node.id)
+    return found
 
 
-# The classification decided for the facade, pinned so a change to the table is a deliberate one.
-MAPPED = _names(
-    "output_dir, per_device_train_batch_size, per_device_eval_batch_size, num_train_epochs, max_steps, learning_rate, "
-    "lr_scheduler_type, lr_scheduler_kwargs, warmup_steps, optim, optim_args, weight_decay, adam_beta1, adam_beta2, "
-    "adam_epsilon, gradient_accumulation_steps, average_tokens_across_devices, max_grad_norm, label_smoothing_factor, "
-    "bf16, fp16, tf32, activation_checkpointing, activation_checkpointing_kwargs, gradient_checkpointing, "
-    "gradient_checkpointing_kwargs, use_cache, logging_strategy, logging_steps, logging_first_step, "
-    "logging_nan_inf_filter, log_level, log_level_replica, disable_tqdm, report_to, eval_strategy, eval_steps, "
-    "eval_delay, prediction_loss_only, eval_on_start, eval_do_concat_batches, eval_accumulation_steps, "
-    "include_for_metrics, save_strategy, save_steps, save_total_limit, save_only_model, load_best_model_at_end, "
-    "metric_for_best_model, greater_is_better, seed, data_seed, full_determinism, use_cpu, dataloader_drop_last, "
-    "dataloader_num_workers, dataloader_pin_memory, dataloader_persistent_workers, dataloader_prefetch_factor, "
-    "dataloader_multiprocessing_context, dataloader_in_order, remove_unused_columns, label_names, "
-    "train_sampling_strategy, do_train, do_eval, do_predict, resume_from_checkpoint, local_rank, ignore_data_skip, "
-    "predict_with_generate, generation_max_length, generation_num_beams, generation_config, bf16_full_eval, "
-    "fp16_full_eval, batch_eval_metrics, run_name, ddp_find_unused_parameters, ddp_bucket_cap_mb, "
-    "ddp_broadcast_buffers, ddp_static_graph, ddp_backend, ddp_timeout, project, "
-    "restore_callback_states_from_checkpoint, fsdp, fsdp_config, deepspeed, save_on_each_node, push_to_hub, "
-    "hub_token, hub_private_repo, hub_model_id, hub_strategy, hub_always_push, hub_revision, "
-    "include_num_input_tokens_seen, length_column_name, accelerator_config, skip_memory_metrics, "
-    "log_on_each_node, torch_empty_cache_steps, neftune_noise_alpha, torch_compile, torch_compile_backend, torch_compile_mode, "
-    "use_liger_kernel, liger_kernel_config, auto_find_batch_size"
-)
-IGNORED = _names(
-    "sortish_sampler, trackio_space_id, trackio_bucket_id, trackio_static_space_id, "
-    "eval_use_gather_object"
-)
-UNSUPPORTED = _names(
-    "parallelism_config, optim_target_modules, "
-    ""
-    "enable_jit_checkpoint, debug"
-)
+# where the fields are declared and classified: a name there proves nothing
+TABLE_FILES = {REPO / "hftrain" / "_args" / "fields.py", REPO / "hftrain" / "_args" / "support.py"}
+# tests of the arguments object itself (parsing, defaults), not of what a field does to a run
+ARGUMENT_TESTS = {REPO / "tests" / "unit" / "test_support_table.py", REPO / "tests" / "unit" / "test_training_args.py"}
+# Mapped fields the Trainer itself does not read: the script flags HF stores for the user's script, and those
+# transformers' own code reads for hftrain (optim_target_modules: its GaLore / APOLLO optimizer handlers)
+READ_ELSEWHERE = {name for name, entry in FIELD_SUPPORT.items() if entry is _support._SCRIPT_FLAG}
+READ_BY_TRANSFORMERS = {"optim_target_modules": "trainer_optimizer.py"}
+
+
+def _mapped() -> set[str]:
+    return {name for name, entry in FIELD_SUPPORT.items() if isinstance(entry, Mapped)}
+
+
+def test_every_mapped_field_is_read_by_the_code_outside_the_table():
+    read = _names_used(p for p in (REPO / "hftrain").rglob("*.py") if p not in TABLE_FILES)
+    unread = sorted(_mapped() - READ_ELSEWHERE - set(READ_BY_TRANSFORMERS) - read)
+    assert not unread, f"classed Mapped but read nowhere in hftrain: {unread}"
+    for name, module in READ_BY_TRANSFORMERS.items():
+        assert f"args.{name}" in (Path(transformers.__file__).parent / module).read_text(encoding="utf-8")
+
+
+def test_every_mapped_field_has_a_test_that_sets_it():
+    tests = [p for p in (REPO / "tests").rglob("*.py") if p not in ARGUMENT_TESTS]
+    untested = sorted(_mapped() - READ_ELSEWHERE - _names_used(tests))
+    assert not untested, f"classed Mapped but no test outside the argument tests sets them: {untested}"
+
+
+def test_ignored_fields_are_read_nowhere():
+    read = _names_used(p for p in (REPO / "hftrain").rglob("*.py") if p not in TABLE_FILES)
+    ignored = {name for name, entry in FIELD_SUPPORT.items() if isinstance(entry, Ignored)}
+    assert not ignored & read, f"classed Ignored but read: {sorted(ignored & read)}"
 
 
 @pytest.fixture(autouse=True)
@@ -71,15 +84,13 @@ def test_table_covers_every_field_of_the_installed_transformers():
     assert len(FIELD_SUPPORT) == 119
 
 
-def test_table_keeps_the_decided_classification():
-    kinds = {k: {n for n, s in FIELD_SUPPORT.items() if isinstance(s, k)} for k in (Mapped, Ignored, Unsupported)}
-    assert kinds == {Mapped: MAPPED, Ignored: IGNORED, Unsupported: UNSUPPORTED}
+def test_every_entry_says_what_or_why():
     assert all((s.target if isinstance(s, Mapped) else s.reason).strip() for s in FIELD_SUPPORT.values())
 
 
 def test_entries_are_frozen_values():
     with pytest.raises(dataclasses.FrozenInstanceError):
-        FIELD_SUPPORT["debug"].reason = "x"
+        FIELD_SUPPORT["parallelism_config"].reason = "x"
 
 
 @pytest.mark.parametrize("cls", [TrainingArguments, Seq2SeqTrainingArguments])
@@ -109,23 +120,18 @@ def test_ignored_field_warns_once_per_process(kwargs, field):
 
 
 def test_unsupported_fields_raise_once_listing_each():
-    args = TrainingArguments(debug="underflow_overflow", parallelism_config=object(), enable_jit_checkpoint=True,
-                             optim_target_modules=["attn"])
+    unsupported = sorted(name for name, entry in FIELD_SUPPORT.items() if isinstance(entry, Unsupported))
+    on = {"parallelism_config": object()}
+    assert set(on) == set(unsupported)
     with pytest.raises(ValueError) as error:
-        check_supported(args)
+        check_supported(TrainingArguments(**on))
     message = str(error.value)
-    for field in ("optim_target_modules", "debug", "parallelism_config", "enable_jit_checkpoint"):
+    for field in unsupported:
         assert f"- `{field}`: {FIELD_SUPPORT[field].reason}" in message
-    assert message.count("\n- ") == 4
+    assert message.count("\n- ") == len(unsupported)
 
 
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"parallelism_config": object()},
-        {"optim_target_modules": ["attn"]},
-    ],
-)
+@pytest.mark.parametrize("kwargs", [{"parallelism_config": object()}])
 def test_each_unsupported_value_raises(kwargs):
     with pytest.raises(ValueError, match=f"`{next(iter(kwargs))}`: "):
         check_supported(TrainingArguments(**kwargs))
