@@ -52,6 +52,7 @@ from hftrain._loop.model_setup import apply_process_settings, check_liger, memor
 from hftrain._loop.module import HFModule
 from hftrain._loop.optim import OptimizerMethods
 from hftrain._loop.overrides import check_overrides
+from hftrain._loop.preemption import JITCheckpointCallback
 from hftrain._loop.step import TrainingStepMethods
 from hftrain._loop.throughput import ThroughputMeter
 from hftrain._loop.train import TrainMethods
@@ -147,8 +148,11 @@ class Trainer(
         self.optimizer_cls_and_kwargs = optimizer_cls_and_kwargs
         self._validate_args()
         hf_callbacks, self.lightning_callbacks, user_loggers = split_callbacks(callbacks)
+        # transformers adds its JITCheckpointCallback after the default callbacks, before the user's
+        self._jit_checkpoint = JITCheckpointCallback(args.jit_checkpoint_signals) if args.enable_jit_checkpoint else None
         self.callback_handler = CallbackHandler(
-            [*DEFAULT_CALLBACKS, *hf_callbacks], self.model, self.processing_class, self.optimizer, self.lr_scheduler
+            [*DEFAULT_CALLBACKS, *([self._jit_checkpoint] if self._jit_checkpoint else []), *hf_callbacks], self.model,
+            self.processing_class, self.optimizer, self.lr_scheduler,
         )
         if not any(isinstance(cb, L.pytorch.callbacks.ProgressBar) for cb in self.lightning_callbacks):
             self.add_callback(PrinterCallback if args.disable_tqdm else DEFAULT_PROGRESS_CALLBACK)

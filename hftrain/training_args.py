@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -47,6 +48,7 @@ from hftrain._args.normalise import (
     to_enum,
 )
 from hftrain._args.removed import accept_removed_names
+from hftrain._args.validate import check_field_values, intervals_given, numeric_fields
 
 __all__ = ["OptimizerNames", "ParallelMode", "TrainingArguments"]
 
@@ -55,6 +57,11 @@ logger = logging.getLogger(__name__)
 
 
 _LIGHTNING_DEFAULTS = {f.name: f.default for f in fields(_LightningFields) if f.name in LIGHTNING_FIELDS}
+
+
+@functools.cache
+def _numeric_kinds(cls: type) -> dict[str, str]:
+    return numeric_fields(cls)
 
 
 @accept_removed_names
@@ -76,6 +83,10 @@ class TrainingArguments(_LightningFields):
     """
 
     def __post_init__(self) -> None:
+        kinds = {k: v for k, v in _numeric_kinds(type(self)).items() if k not in LIGHTNING_FIELDS}  # own parsing
+        check_field_values({name: getattr(self, name) for name in kinds} | {"save_strategy": self.save_strategy},
+                           kinds)  # the types and ranges, before any comparison below needs them
+        self._intervals_given = intervals_given(vars(self))  # checked against the run's length by train()
         self._normalise()
         self._normalise_lightning_fields()
         self._validate_args()
@@ -126,7 +137,8 @@ class TrainingArguments(_LightningFields):
                 self.eval_steps = self.logging_steps
             else:
                 raise ValueError(
-                    f"evaluation strategy {self.eval_strategy} requires either non-zero --eval_steps or --logging_steps"
+                    f"evaluation strategy {self.eval_strategy} requires either non-zero --eval_steps or --logging_steps "
+                    "(give a positive eval_steps, or eval_strategy='no')"
                 )
         if (
             self.load_best_model_at_end
@@ -151,7 +163,8 @@ class TrainingArguments(_LightningFields):
         if steps is not None and not (isinstance(steps, int) and steps > 0):
             raise ValueError(f"`torch_empty_cache_steps` must be an integer bigger than 0, got {steps}.")
         if self.logging_strategy == IntervalStrategy.STEPS and self.logging_steps == 0:
-            raise ValueError(f"logging strategy {self.logging_strategy} requires non-zero --logging_steps")
+            raise ValueError(f"logging strategy {self.logging_strategy} requires non-zero --logging_steps "
+                             "(`logging_steps=0` never logs: give a positive logging_steps, or logging_strategy='no')")
         for name, strategy, steps_strategy in (
             ("logging", self.logging_strategy, IntervalStrategy.STEPS),
             ("eval", self.eval_strategy, IntervalStrategy.STEPS),

@@ -95,6 +95,21 @@ def accuracy(eval_pred: Any) -> dict[str, float]:
     return {"accuracy": float((np.argmax(logits, axis=-1) == labels).mean())}
 
 
+# tiny models whose loss is a plain mean although their forward takes **kwargs (their loss ignores
+# num_items_in_batch): transformers 5.24 then skips the division by gradient_accumulation_steps (transformers #47688)
+MEAN_LOSS_MODELS = ("BertForSequenceClassification", "T5ForConditionalGeneration")
+
+
+def for_transformers(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` for transformers.Trainer in a side-by-side run: a mean-loss model says
+    ``accepts_loss_kwargs = False``, so that transformers divides its loss by the accumulation steps, as hftrain
+    does on its own (the README's "differs" section)."""
+    model = copy.deepcopy(model)
+    if type(model).__name__ in MEAN_LOSS_MODELS:
+        model.accepts_loss_kwargs = False
+    return model
+
+
 def run_both(
     model: torch.nn.Module, args_kwargs: dict[str, Any], output_root: str, **trainer_kwargs: Any
 ) -> dict[str, Any]:
@@ -109,7 +124,8 @@ def run_both(
         ("ours", hftrain.Trainer, hftrain.TrainingArguments),
     ):
         args = args_cls(output_dir=f"{output_root}/{name}", report_to="none", disable_tqdm=True, **args_kwargs)
-        trainer = trainer_cls(model=copy.deepcopy(model), args=args, **trainer_kwargs)
+        copied = for_transformers(model) if name == "hf" else copy.deepcopy(model)
+        trainer = trainer_cls(model=copied, args=args, **trainer_kwargs)
         output = trainer.train()
         runs[name] = {"trainer": trainer, "output": output, "history": trainer.state.log_history}
     return runs

@@ -109,3 +109,52 @@ def check_trainer_inputs(trainer: Trainer) -> None:
             "max_steps has to be specified. The total number of steps must be known in advance to bound the "
             "training loop and to configure the learning rate scheduler."
         )
+    for name, dataset in _named_datasets(trainer):
+        if has_length(dataset) and len(dataset) == 0:
+            raise ValueError(f"`{name}` is empty (0 rows): pass a dataset with rows, or None"
+                             + (" and eval_strategy='no'." if name.startswith("eval_dataset") else "."))
+    _check_label_names(args.label_names, trainer.data_collator, _named_datasets(trainer))
+
+
+def _named_datasets(trainer: Trainer) -> list[tuple[str, Any]]:
+    found = [("train_dataset", trainer.train_dataset)]
+    if isinstance(trainer.eval_dataset, dict):
+        found += [(f"eval_dataset[{key!r}]", value) for key, value in trainer.eval_dataset.items()]
+    else:
+        found.append(("eval_dataset", trainer.eval_dataset))
+    return [(name, dataset) for name, dataset in found if dataset is not None]
+
+
+def _check_label_names(label_names: list[str] | None, collator: Any, datasets: list[tuple[str, Any]]) -> None:
+    """``label_names`` that name no column of a dataset, where the collator cannot make them (the default collators
+    only rename ``label`` / ``label_ids`` to ``labels``; others, e.g. language-modelling ones, create labels)."""
+    from transformers.data.data_collator import DataCollatorWithPadding, DefaultDataCollator, default_data_collator
+
+    if not label_names or not (collator is default_data_collator
+                               or isinstance(collator, (DefaultDataCollator, DataCollatorWithPadding))):
+        return
+    for name, dataset in datasets:
+        columns = _columns(dataset)
+        if columns is None:
+            continue
+        renamed = columns | ({"labels"} if columns & {"label", "label_ids"} else set())
+        missing = [label for label in label_names if label not in renamed]
+        if missing:
+            raise ValueError(
+                f"`label_names={label_names}` names {missing}, which `{name}` does not have (its columns: "
+                f"{sorted(columns)}): name its label column(s) in label_names, or leave label_names=None for the "
+                "model's own."
+            )
+
+
+def _columns(dataset: Any) -> set[str] | None:
+    names = getattr(dataset, "column_names", None)
+    if isinstance(names, list):
+        return set(names)
+    if isinstance(dataset, dict) or not has_length(dataset) or not hasattr(dataset, "__getitem__"):
+        return None
+    try:
+        first = dataset[0]
+    except Exception:  # a dataset that cannot be indexed by position: nothing to check here
+        return None
+    return set(first) if isinstance(first, dict) else None

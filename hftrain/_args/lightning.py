@@ -1,12 +1,13 @@
-"""The six fields hftrain adds to HF's ``TrainingArguments``: Lightning's way of saying where a run executes, and the
-peak the model-FLOPs utilisation is measured against.
+"""The seven fields hftrain adds to HF's ``TrainingArguments``: Lightning's way of saying where a run executes, the
+peak the model-FLOPs utilisation is measured against, and the signals a preemption checkpoint is written on.
 
 ``strategy``, ``accelerator``, ``devices``, ``num_nodes`` and ``precision`` take what ``lightning.Trainer`` takes,
 so one argument moves a script from a CPU to several GPUs, FSDP, DeepSpeed or TPUs. HF's own flags keep working:
 ``strategy="auto"`` derives the strategy from ``fsdp`` / ``deepspeed`` / ``ddp_*`` and the launcher (``torchrun``,
 SLURM), and ``precision=None`` derives it from ``bf16`` / ``fp16``. ``peak_flops`` (per device, FLOP/s) is what the
-``mfu`` of each training log is a fraction of (:mod:`hftrain._loop.throughput`). They come after HF's fields, so an
-``HfArgumentParser`` command line of HF's options parses the same.
+``mfu`` of each training log is a fraction of (:mod:`hftrain._loop.throughput`). ``jit_checkpoint_signals`` are the
+signals ``enable_jit_checkpoint`` checkpoints and stops on (:mod:`hftrain._loop.preemption`). They come after HF's
+fields, so an ``HfArgumentParser`` command line of HF's options parses the same.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import torch
 from typing_extensions import Self
 
 from hftrain._args.fields import _TrainingArgumentsFields
+from hftrain._args.normalise import preemption_signals
 
-LIGHTNING_FIELDS = ("strategy", "accelerator", "devices", "num_nodes", "precision", "peak_flops")
+LIGHTNING_FIELDS = ("strategy", "accelerator", "devices", "num_nodes", "precision", "peak_flops",
+                    "jit_checkpoint_signals")
 
 # strategy names that run one process whatever ``devices`` says
 SINGLE_PROCESS_STRATEGIES = frozenset({"single_device", "single_xla"})
@@ -75,6 +78,16 @@ class _LightningFields(_TrainingArgumentsFields):
         },
     )
 
+    jit_checkpoint_signals: str = field(
+        default="SIGTERM",
+        metadata={
+            "help": (
+                "hftrain: the signals `enable_jit_checkpoint` saves a checkpoint and stops on, comma-separated "
+                "(e.g. 'SIGTERM,SIGUSR1': SLURM's `--signal=USR1@90` sends SIGUSR1 before its SIGTERM)."
+            )
+        },
+    )
+
     def _normalise_lightning_fields(self) -> None:
         """Command-line strings to Lightning's types (``"2"`` devices → 2) and the conflicts HF's flags can have."""
         if isinstance(self.devices, str) and self.devices.lstrip("-").isdigit():
@@ -95,6 +108,7 @@ class _LightningFields(_TrainingArgumentsFields):
                                             or not isinstance(self.peak_flops, (int, float)) or not self.peak_flops > 0):
             raise ValueError(f"`peak_flops` is one device's peak FLOP/s, a positive number (e.g. 989e12 for an H100's "
                              f"bf16), or None for the device's known peak; got {self.peak_flops!r}.")
+        preemption_signals(self.jit_checkpoint_signals)  # a ValueError naming the field, before any step
         if isinstance(self.precision, str):
             flag = "bf16" if self.bf16 else "fp16" if self.fp16 else None
             wanted = {"bf16": ("bf16",), "fp16": ("16",)}.get(flag or "", ())

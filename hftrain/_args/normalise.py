@@ -11,6 +11,7 @@ import importlib.util
 import json
 import logging
 import os
+import signal
 import warnings
 from enum import Enum
 from typing import Any
@@ -209,3 +210,25 @@ def dict_dtype_to_str(d: dict[str, Any]) -> None:
     for value in d.values():
         if isinstance(value, dict):
             dict_dtype_to_str(value)
+
+
+def preemption_signals(names: str | list[str] | tuple[str, ...]) -> list[signal.Signals]:
+    """The signals named by ``jit_checkpoint_signals`` ("SIGTERM", "SIGTERM,SIGUSR1", or a list of names).
+
+    Raises:
+        ValueError: a name that is not a signal of this platform, or SIGKILL / SIGSTOP (which cannot be caught).
+    """
+    parts = names.split(",") if isinstance(names, str) else list(names)
+    found = []
+    for part in parts:
+        name = str(part).strip().upper()
+        name = name if name.startswith("SIG") else f"SIG{name}"
+        number = getattr(signal.Signals, name, None) if name.isidentifier() else None
+        if number is None or number in (getattr(signal, "SIGKILL", None), getattr(signal, "SIGSTOP", None)):
+            raise ValueError(
+                f"`jit_checkpoint_signals` names signals to checkpoint on, e.g. 'SIGTERM' or 'SIGTERM,SIGUSR1' (SLURM "
+                f"sends SIGUSR1 before a kill when asked with `--signal`); {part!r} is not a signal that can be caught."
+            )
+        if number not in found:
+            found.append(number)
+    return found

@@ -90,8 +90,12 @@ class CheckpointMethods:
         barrier()
 
     def _save_rng_state(self, output_dir: str) -> None:
-        """Every process's RNG states (Python, NumPy, torch CPU and CUDA), written by the writing process(es)."""
-        states = all_gather_objects(rng_state())
+        """Every process's RNG states (Python, NumPy, torch CPU and CUDA), written by the writing process(es), with
+        the training loss it has not logged yet (keys transformers does not read), so the first log after a resume
+        from a step between two logs is the uninterrupted run's."""
+        unlogged = {"loss_since_last_log": float(self._tr_loss),
+                    "steps_since_last_log": self.state.global_step - self._globalstep_last_logged}
+        states = all_gather_objects({**rng_state(), **unlogged})
         if not self.args.should_save:
             return
         os.makedirs(output_dir, exist_ok=True)
@@ -204,6 +208,16 @@ class CheckpointMethods:
         torch.random.set_rng_state(state["cpu"])
         if torch.cuda.is_available() and "cuda" in state:
             torch.cuda.random.set_rng_state_all(state["cuda"])
+
+    def _load_unlogged_loss(self, checkpoint: str) -> None:
+        """The loss this process had accumulated since the last log when ``checkpoint`` was written (hftrain's
+        checkpoints; transformers' have none and the next log starts from zero, as in transformers)."""
+        name = f"rng_state_{rank()}.pth" if world_size() > 1 else "rng_state.pth"
+        path = os.path.join(checkpoint, name)
+        state = torch_load(path) if os.path.isfile(path) else {}
+        if "loss_since_last_log" in state:
+            self._tr_loss += state["loss_since_last_log"]
+            self._globalstep_last_logged = self.state.global_step - state["steps_since_last_log"]
 
     def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
         """Both states, when both files exist (a ``save_only_model`` checkpoint restarts them fresh). A sharded
@@ -347,8 +361,9 @@ def torch_load(path: str) -> Any:
         raise ValueError(f"Checkpoint file {path} is corrupt or was not written by a Trainer: {exc}") from exc
 
 
-def check_resumable(checkpoint_dir: str) -> None:
-    """Refuse a checkpoint whose files are missing (naming them) before anything is loaded."""
+def check_resumable(checkpoint_dir: str, processes: int) -> None:
+    """Refuse a checkpoint whose files are missing (naming them), or that ``processes`` processes cannot resume
+    exactly, before anything is loaded (and before the process group exists: ``processes`` is the run's)."""
     if not os.path.isdir(checkpoint_dir):
         raise ValueError(
             f"Can't find a valid checkpoint at {checkpoint_dir}: `resume_from_checkpoint` must be a checkpoint-N "
@@ -363,9 +378,9 @@ def check_resumable(checkpoint_dir: str) -> None:
             "written by hftrain/transformers (an interrupted save never leaves one under this name)."
         )
     written_by = saved_world_size(checkpoint_dir)
-    if written_by is not None and written_by != world_size():
+    if written_by is not None and written_by != processes:
         raise ValueError(
-            f"{checkpoint_dir} was written by {written_by} process(es) and this run has {world_size()}: the data "
+            f"{checkpoint_dir} was written by {written_by} process(es) and this run has {processes}: the data "
             "position carries over, but each process's random state cannot, so the resume would not be exact. "
             f"Resume with {written_by} process(es), or delete its rng_state*.pth files to accept a non-exact resume."
         )

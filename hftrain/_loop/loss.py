@@ -41,18 +41,37 @@ def scale_loss(
     return loss
 
 
-def normalises_by_num_items(model: nn.Module, inputs: dict[str, Any], num_items: torch.Tensor) -> bool:
+def normalises_by_num_items(model: nn.Module, inputs: dict[str, Any], num_items: torch.Tensor) -> bool | None:
     """Whether the model's loss really divides by ``num_items_in_batch`` (a causal LM's does; a classifier that
-    accepts ``**kwargs`` but returns a mean does not). Two forward passes in eval mode with the RNG state put back,
-    so the training run's random stream is untouched."""
+    accepts ``**kwargs`` but returns a mean does not): its loss for the count and for twice the count. None when this
+    batch cannot tell (no loss, or a zero or non-finite one). Two forward passes in eval mode without gradients and
+    with the RNG state put back, so the training run's random stream is untouched.
+
+    Example:
+        >>> class Mean(nn.Module):
+        ...     def forward(self, x, **kwargs):
+        ...         return {"loss": x.mean()}
+        >>> normalises_by_num_items(Mean(), {"x": torch.ones(2)}, torch.tensor(2))
+        False
+    """
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        with torch.no_grad(), torch.random.fork_rng(devices=_rng_devices()):
             one = model(**inputs, num_items_in_batch=num_items)
             two = model(**inputs, num_items_in_batch=num_items * 2)
     finally:
         model.train(was_training)
-    first = one["loss"] if isinstance(one, dict) else one[0]
-    second = two["loss"] if isinstance(two, dict) else two[0]
+    first, second = (_loss_of(output) for output in (one, two))
+    if first is None or second is None or not torch.isfinite(first) or first == 0:
+        return None
     return not torch.allclose(first, second)
+
+
+def _loss_of(output: Any) -> torch.Tensor | None:
+    loss = output.get("loss") if isinstance(output, dict) else output[0] if isinstance(output, (tuple, list)) else None
+    return loss.detach().float() if isinstance(loss, torch.Tensor) and loss.numel() == 1 else None
+
+
+def _rng_devices() -> list[int]:
+    return [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []

@@ -26,6 +26,7 @@ the global batch, so that every result equals the one-process result.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 
 from hftrain._backends import ddp
 from hftrain._logging import trainer_logger
+from hftrain._loop import model_setup
 from hftrain._loop.loss import normalises_by_num_items, scale_loss
 from hftrain._loop.optim import is_metric_driven
 
@@ -59,17 +61,14 @@ class TrainingStepMethods:
         if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
             self.optimizer.train()
         inputs = self._prepare_inputs(inputs)
+        share = self.accelerator.gradient_state.share  # this process's share of the global batch (1: one process)
+        scaled_for_ga, normalises = self._loss_normalisation(model, inputs, num_items_in_batch, share)
         with self.compute_loss_context_manager():
             loss = self.compute_loss(model, inputs, num_items_in_batch=num_items_in_batch)
-        scaled_for_ga = self._loss_is_scaled_for_ga(num_items_in_batch)
-        share = self.accelerator.gradient_state.share  # this process's share of the global batch (1: one process)
-        normalises = scaled_for_ga and share not in (0.0, 1.0) and self._model_normalises_by_num_items(
-            model, inputs, num_items_in_batch
-        )
         del inputs
         every = self.args.torch_empty_cache_steps
-        if every is not None and self.state.global_step % every == 0 and torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        if every is not None and self.state.global_step % every == 0:
+            model_setup.empty_device_cache()
         loss = scale_loss(
             loss, scaled_for_ga=scaled_for_ga, accumulation_steps=self.current_gradient_accumulation_steps,
             share=share, normalises_by_num_items=normalises,
@@ -77,20 +76,45 @@ class TrainingStepMethods:
         self.accelerator.backward(loss)
         return loss.detach()
 
-    def _loss_is_scaled_for_ga(self, num_items_in_batch: Any) -> bool:
-        """transformers' rule: a loss normalised by ``num_items_in_batch`` (by the model or ``compute_loss_func``)
-        is not divided by the number of micro-batches; ``loss_is_scaled_for_ga`` overrides it."""
+    def _loss_normalisation(self, model: nn.Module, inputs: Any, num_items: Any, share: float) -> tuple[bool, bool]:
+        """``(scaled_for_ga, normalised_by_count)``: whether this micro-batch's loss is already normalised for the
+        accumulation window (so it is not divided by the number of micro-batches), and whether by the window's
+        ``num_items_in_batch`` (so it needs no weighing by this process's share). Decided before the forward.
+
+        transformers takes any model whose ``forward`` has ``**kwargs`` for one whose loss divides by
+        ``num_items_in_batch``, so a classifier's mean loss is summed over the window (transformers #47688). Here,
+        unless the model declares ``accepts_loss_kwargs``, its loss is probed once (:func:`normalises_by_num_items`).
+        A subclass's own ``compute_loss`` keeps transformers' rule (``loss_is_scaled_for_ga`` says otherwise)."""
+        several = ddp.world_size() > 1  # the share matters only then; every process probes at the same batch
         if self.loss_is_scaled_for_ga is not None:
-            return self.loss_is_scaled_for_ga
-        return (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or self.compute_loss_func is not None
+            scaled = self.loss_is_scaled_for_ga
+            return scaled, scaled and several and self._model_normalises_by_num_items(model, inputs, num_items)
+        if self.compute_loss_func is not None:  # the user's loss function receives the count
+            return True, num_items is not None
+        if not self.model_accepts_loss_kwargs or num_items is None:
+            return False, False
+        if self.label_smoother is not None and "labels" in inputs:  # LabelSmoother divides by num_items_in_batch
+            return True, True
+        if not type(self).compute_loss.__module__.startswith("hftrain."):
+            return True, several and self._model_normalises_by_num_items(model, inputs, num_items)
+        if self.current_gradient_accumulation_steps == 1 and not several:
+            return True, True  # nothing to divide or to weigh: no probe
+        uses = self._model_normalises_by_num_items(model, inputs, num_items)
+        return uses, uses
 
     def _model_normalises_by_num_items(self, model: nn.Module, inputs: Any, num_items: Any) -> bool:
-        """Probed once per model, only where it matters: several processes and a batch not split evenly."""
+        """Whether the model's loss divides by ``num_items_in_batch``: its ``accepts_loss_kwargs`` where it declares
+        one, else probed once per model, on the unwrapped model (no DDP collective) and agreed by the processes
+        (a batch that cannot tell, e.g. with a zero loss, counts as dividing: transformers' assumption)."""
+        if num_items is None or not self.model_accepts_loss_kwargs:
+            return False
+        unwrapped = self.accelerator.unwrap_model(model)
+        if "accepts_loss_kwargs" in vars(type(unwrapped)) or "accepts_loss_kwargs" in vars(unwrapped):
+            return True  # the model says its loss takes the count (transformers' switch)
         if self._uses_num_items is None:
-            self._uses_num_items = (
-                num_items is not None and self.model_accepts_loss_kwargs
-                and normalises_by_num_items(model, inputs, num_items)
-            )
+            found = normalises_by_num_items(unwrapped, inputs, num_items)
+            votes = torch.tensor(1.0 if found is None or found else 0.0, device=self.accelerator.device)
+            self._uses_num_items = bool(ddp.all_reduce(votes, op="max").item() > 0)
         return self._uses_num_items
 
     def compute_loss(
@@ -235,12 +259,48 @@ class TrainingStepMethods:
                     "Could not determine method to count non-padding tokens, falling back to counting all tokens."
                 )
                 input_tokens = inputs[main_input_name].numel()
-        else:
-            input_tokens = inputs[main_input_name].numel()
+        else:  # all of them, padding included: as one process would have padded the whole batch
+            self.state.num_input_tokens_seen += self._one_process_numel(inputs)
+            return
         if self.accelerator.gradient_state.share == 0.0:
             input_tokens = 0  # a stand-in row of a process with nothing left: not data
         input_tokens = torch.as_tensor(input_tokens, device=self.accelerator.device, dtype=torch.int64)
         self.state.num_input_tokens_seen += self.accelerator.gather(input_tokens).sum().item()
+
+    def _one_process_numel(self, inputs: Any) -> int:
+        """The main input's element count as one process would see this micro-batch: the rows of every process,
+        padded to the longest of their lengths (what one process's collator pads the whole global batch to), so
+        that padding-inclusive counts do not change with the number of processes. Once per micro-batch."""
+        name = getattr(self.model, "main_input_name", "input_ids")
+        tensor = inputs.get(name) if isinstance(inputs, Mapping) else None
+        if not torch.is_tensor(tensor):
+            return 0
+        if ddp.world_size() == 1:
+            return tensor.numel()
+        if getattr(self, "_numel_of", (None, 0))[0] == id(inputs):  # flos and tokens ask for the same batch
+            return self._numel_of[1]
+        rows = tensor.shape[0] if tensor.dim() else 1
+        length = tensor.shape[1] if tensor.dim() >= 2 else 1
+        rest = math.prod(tensor.shape[2:]) if tensor.dim() >= 2 else 1
+        if self.accelerator.gradient_state.share == 0.0:
+            rows = 0  # a stand-in row of a process with nothing left: not data
+        shapes = ddp.all_gather(torch.tensor([rows, length], device=self.accelerator.device))
+        used = shapes[shapes[:, 0] > 0]
+        numel = int(used[:, 0].sum()) * int(used[:, 1].max()) * rest if len(used) else 0
+        self._numel_of = (id(inputs), numel)
+        return numel
+
+    def _flos_as_one_process(self, inputs: Any, flos: float) -> float:
+        """This process's part of the micro-batch's FLOPs, such that the parts add up to one process's count of the
+        whole batch (transformers' estimate is per padded token: each process pads its own slice). A subclass's
+        own ``floating_point_ops`` is taken as it is."""
+        if ddp.world_size() == 1 or not type(self).floating_point_ops.__module__.startswith("hftrain."):
+            return flos
+        name = getattr(self.model, "main_input_name", "input_ids")
+        local = inputs[name].numel() if isinstance(inputs, Mapping) and torch.is_tensor(inputs.get(name)) else 0
+        if not local or not flos:
+            return flos
+        return flos / local * self._one_process_numel(inputs) / ddp.world_size()
 
     # ---- the optimizer step ----------------------------------------------------------------------------------------
     def _clip_grad_norm(self, model: nn.Module) -> torch.Tensor | None:
@@ -298,7 +358,7 @@ class TrainingStepMethods:
                         f"is {tr_loss_step.device}"
                     )
                 self._tr_loss += tr_loss_step
-            self.current_flos += float(self.floating_point_ops(inputs))
+            self.current_flos += self._flos_as_one_process(inputs, float(self.floating_point_ops(inputs)))
             self._track_num_input_tokens(inputs)
             if do_sync_step:
                 self._optimizer_step(epoch)

@@ -30,6 +30,7 @@ from transformers.trainer_utils import (
     speed_metrics,
 )
 
+from hftrain._args.validate import check_intervals
 from hftrain._backends import ddp
 from hftrain._callbacks.base import TrainerState
 from hftrain._logging import trainer_logger
@@ -206,7 +207,7 @@ class TrainMethods:
         if resume_from_checkpoint is not None:
             from hftrain._loop.checkpoint import check_resumable
 
-            check_resumable(resume_from_checkpoint)
+            check_resumable(resume_from_checkpoint, args.world_size)
             if not self._sharded:  # sharded models load their weights once the strategy has sharded them
                 self._load_from_checkpoint(resume_from_checkpoint)
             state = TrainerState.load_from_json(os.path.join(resume_from_checkpoint, TRAINER_STATE_NAME))
@@ -266,6 +267,7 @@ class TrainMethods:
         train_dataloader = self.get_train_dataloader()
         (num_train_epochs, num_update_steps_per_epoch, num_examples, num_train_samples, total_train_batch_size,
          steps_in_epoch, max_steps) = self.set_initial_training_values(args, train_dataloader)
+        check_intervals(args, max_steps)
         epochs_trained, steps_trained_in_current_epoch = self._init_training_state(
             max_steps, num_update_steps_per_epoch, num_train_epochs, resume_from_checkpoint, trial
         )
@@ -438,6 +440,8 @@ class TrainMethods:
                 steps = UpdateSteps(run.num_update_steps_per_epoch, self._steps_left_in_epoch)
                 trainer.fit(self.lightning_module, train_dataloaders=steps)
             finally:
+                if self._jit_checkpoint is not None:
+                    self._jit_checkpoint.disarm()
                 self.accelerator._detach()
                 self._epoch_run, self._fitting = None, False
         self.model.to(self.accelerator.device) if not self._sharded else None  # Lightning parks it on the CPU
@@ -471,10 +475,14 @@ class TrainMethods:
         if run.resume_from_checkpoint is not None:
             self._load_scaler(run.resume_from_checkpoint)
         self._tr_loss = torch.zeros((), device=device)
+        if run.resume_from_checkpoint is not None:
+            self._load_unlogged_loss(run.resume_from_checkpoint)
         self.model.zero_grad()
         self.control = self.callback_handler.on_train_begin(self.args, self.state, self.control)
         if self.args.eval_on_start:
             self._evaluate(run.trial, run.ignore_keys_for_eval, skip_scheduler=True)
+        if self._jit_checkpoint is not None:  # after Lightning's own handlers, which it installs in fit
+            self._jit_checkpoint.arm(device)
         peak = self.args.peak_flops or device_peak_flops(device, self.lightning_trainer.precision_plugin)
         self._throughput = ThroughputMeter(ddp.world_size(), peak)
         self._throughput.start(self.state.num_input_tokens_seen, self.state.total_flos)

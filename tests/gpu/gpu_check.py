@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import tempfile
@@ -119,7 +120,7 @@ def check_throughput(smoke: bool, size: dict) -> dict:
                     clock["start"] = time.perf_counter()
 
         with tempfile.TemporaryDirectory() as out:
-            args = _args(module.TrainingArguments, out, smoke, bf16=not smoke, logging_steps=10_000,
+            args = _args(module.TrainingArguments, out, smoke, bf16=not smoke, logging_strategy="no",
                          per_device_train_batch_size=32)
             trainer = module.Trainer(_model(size["hidden"], size["layers"]), args, train_dataset=data,
                                      callbacks=[Clock()])
@@ -129,8 +130,35 @@ def check_throughput(smoke: bool, size: dict) -> dict:
             steps = trainer.state.global_step - 1
             result[f"{name}_samples_per_s"] = steps * 32 / (time.perf_counter() - clock["start"])
     result["ratio_hftrain_over_transformers"] = result["hftrain_samples_per_s"] / result["transformers_samples_per_s"]
-    result["ok"] = True
+    result["min_ratio"] = size["min_throughput_ratio"]
+    result["ok"] = result["ratio_hftrain_over_transformers"] >= size["min_throughput_ratio"]
     return result
+
+
+def check_fp16_overflow(smoke: bool, size: dict) -> dict:
+    """fp16 with a loss scale that overflows the first steps: each overflowed step (an inf / nan grad_norm) skips
+    the optimizer and does not advance the schedule, the scale comes down, and training goes on."""
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    import hftrain
+
+    device = "cpu" if smoke else "cuda"
+    scaler = torch.amp.GradScaler(device, init_scale=2.0**24)
+    with tempfile.TemporaryDirectory() as out:
+        args = _args(hftrain.TrainingArguments, out, smoke, max_steps=12, lr_scheduler_type="linear",
+                     precision=MixedPrecision("16-mixed", device, scaler=scaler))
+        trainer = hftrain.Trainer(_model(size["hidden"], size["layers"]), args,
+                                  train_dataset=_rows(size["rows"], size["seq"]))
+        trainer.train()
+    logs = [(h["grad_norm"], h["learning_rate"]) for h in trainer.state.log_history if "loss" in h]
+    skipped = [i for i, (norm, _) in enumerate(logs) if not math.isfinite(norm)]
+    held = all(logs[i + 1][1] == logs[i][1] for i in skipped if i + 1 < len(logs))
+    advanced = all(logs[i + 1][1] < logs[i][1] for i in range(len(logs) - 1) if i not in skipped)
+    trained = len(logs) - len(skipped)
+    return {"ok": bool(skipped) and trained > 0 and held and advanced and scaler.get_scale() < 2.0**24
+            and len(logs) == 12,
+            "overflowed_steps": [i + 1 for i in skipped], "schedule_held_on_overflow": held,
+            "schedule_advanced_otherwise": advanced, "final_scale": scaler.get_scale()}
 
 
 DEEPSPEED_CONFIG = {"zero_optimization": {"stage": 2}, "bf16": {"enabled": "auto"},
@@ -216,7 +244,10 @@ def check_deepspeed_parity(size: dict) -> dict:
         with tempfile.TemporaryDirectory() as out:
             args = _args(module.TrainingArguments, out, False, deepspeed=_deepspeed_config(2), bf16=True,
                          gradient_accumulation_steps=2, max_steps=8)
-            trainer = module.Trainer(_model(size["hidden"], size["layers"]), args, train_dataset=data)
+            model = _model(size["hidden"], size["layers"])
+            if module is transformers:  # BERT's mean loss: transformers must be told to divide it by GA, as hftrain
+                model.accepts_loss_kwargs = False
+            trainer = module.Trainer(model, args, train_dataset=data)
             trainer.train()
             runs[name] = [(h["loss"], h.get("grad_norm"), h["learning_rate"]) for h in trainer.state.log_history
                           if "loss" in h]
@@ -228,8 +259,12 @@ def check_deepspeed_parity(size: dict) -> dict:
             "losses": runs}
 
 
-GPU = {"hidden": 256, "layers": 4, "seq": 128, "rows": 512, "throughput_rows": 8192, "rtol": 2e-2}
-SMOKE = {"hidden": 32, "layers": 1, "seq": 16, "rows": 64, "throughput_rows": 256, "rtol": 1e-4}
+# rtol: the per-step losses against transformers.Trainer, as the README claims (identical on an H200 so far);
+# min_throughput_ratio: hftrain's samples/s over transformers' (0.94-0.97 measured on an H200; a CPU pass is noisy)
+GPU = {"hidden": 256, "layers": 4, "seq": 128, "rows": 512, "throughput_rows": 8192, "rtol": 1e-4,
+       "min_throughput_ratio": 0.85}
+SMOKE = {"hidden": 32, "layers": 1, "seq": 16, "rows": 64, "throughput_rows": 256, "rtol": 1e-4,
+         "min_throughput_ratio": 0.3}
 
 
 def main() -> int:
@@ -248,7 +283,8 @@ def main() -> int:
     checks = {"bf16": lambda: check_precision("bf16", cli.smoke, size),
               "fp16": lambda: check_precision("fp16", cli.smoke, size),
               "fsdp": lambda: check_fsdp(cli.smoke, size),
-              "throughput": lambda: check_throughput(cli.smoke, size)}
+              "throughput": lambda: check_throughput(cli.smoke, size),
+              "fp16_overflow": lambda: check_fp16_overflow(cli.smoke, size)}
     if not cli.smoke and cli.deepspeed:  # needs the deepspeed package and CUDA (Lightning refuses it elsewhere)
         checks.update({"deepspeed_zero2": lambda: check_deepspeed(2, size),
                        "deepspeed_zero3": lambda: check_deepspeed(3, size),

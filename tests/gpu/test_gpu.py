@@ -28,6 +28,9 @@ def test_gpu_check_code_paths_on_the_cpu(tmp_path):
     report = _run(tmp_path / "smoke.json", "--smoke")
     assert report["bf16"]["max_rel_loss_diff"] < 1e-4 and report["fp16"]["max_rel_loss_diff"] < 1e-4
     assert report["fsdp"]["sharded"] and "model.safetensors" in report["fsdp"]["files"]
+    overflow = report["fp16_overflow"]  # a CPU GradScaler here: the same plugin and step code as on CUDA
+    assert overflow["ok"] and overflow["overflowed_steps"] and overflow["schedule_held_on_overflow"]
+    assert report["throughput"]["ok"] == (report["throughput"]["ratio_hftrain_over_transformers"] >= 0.3)
 
 
 @pytest.mark.gpu
@@ -37,6 +40,6 @@ def test_gpu_check(tmp_path):
 
     deepspeed = importlib.util.find_spec("deepspeed") is not None
     report = _run(tmp_path / "gpu.json", *(["--deepspeed"] if deepspeed else []))
-    names = ["bf16", "fp16", "fsdp", "throughput"]
+    names = ["bf16", "fp16", "fsdp", "throughput", "fp16_overflow"]
     names += ["deepspeed_zero2", "deepspeed_zero3", "deepspeed_parity"] if deepspeed else []
     assert all(report[name]["ok"] for name in names)

@@ -25,7 +25,26 @@ def counting_allreduce(state, bucket):
     return allreduce_hook(state, bucket)
 
 
+SAMPLES: dict[str, list] = {}  # the sample counts behind each *_samples_per_second
+
+
+def count_samples(module) -> None:
+    """Record the ``num_samples`` each speed metric is computed from, in ``module``'s ``speed_metrics``."""
+    original = module.speed_metrics
+
+    def recording(split, start_time, num_samples=None, num_steps=None, num_tokens=None):
+        SAMPLES.setdefault(split, []).append(num_samples)
+        return original(split, start_time, num_samples=num_samples, num_steps=num_steps, num_tokens=num_tokens)
+
+    module.speed_metrics = recording
+
+
 def main(out: str, per_device: int, task: str, strategy: str | None = None) -> None:
+    from hftrain._loop import collector, evaluation, train
+
+    for module in (collector, evaluation, train):
+        if hasattr(module, "speed_metrics"):
+            count_samples(module)
     # strategy given: one plain process, Lightning starts the second one (re-run script, fork, or FSDP2's mesh)
     launch = {} if strategy is None else dict(strategy=strategy, devices=2, accelerator="cpu")
     if os.environ.get("COUNT_GRADIENT_SYNCS"):  # under torchrun: DDP with a hook counting its all-reduces
@@ -40,7 +59,9 @@ def main(out: str, per_device: int, task: str, strategy: str | None = None) -> N
     common = dict(**launch, report_to="none", disable_tqdm=True, learning_rate=5e-3, logging_steps=1, seed=9,
                   per_device_train_batch_size=per_device, per_device_eval_batch_size=per_device,
                   gradient_accumulation_steps=2, num_train_epochs=2, eval_strategy="epoch",
-                  save_strategy="epoch" if strategy == "fsdp" else "no", use_cpu=True)
+                  save_strategy="epoch" if strategy == "fsdp" else "no", use_cpu=True,
+                  # padded LM batches: counting the padding too must not depend on how each process pads its slice
+                  include_num_input_tokens_seen="non_padding" if task == "classifier" else "all")
     trainer, test = build(out, task, common, callbacks)
     TRAINERS.append(trainer)
     trainer.train()
@@ -56,7 +77,9 @@ def main(out: str, per_device: int, task: str, strategy: str | None = None) -> N
         np.save(f"{out}/labels.npy", prediction.label_ids)
         with open(f"{out}/result.json", "w") as f:
             json.dump({"history": trainer.state.log_history, "metrics": metrics, "syncs": SYNCS,
-                       "test_metrics": prediction.metrics, "global_step": trainer.state.global_step}, f)
+                       "test_metrics": prediction.metrics, "global_step": trainer.state.global_step,
+                       "total_flos": trainer.state.total_flos, "samples": SAMPLES,
+                       "num_input_tokens_seen": trainer.state.num_input_tokens_seen}, f)
 
 
 def build(out: str, task: str, common: dict, callbacks: list | None = None) -> tuple[Trainer, list]:

@@ -72,7 +72,7 @@ def test_processes_started_by_lightning_match_one(tmp_path, strategy, one_proces
     """The one-argument swap: ``strategy=..., devices=2`` in a plain script (Lightning re-runs it, forks, or
     spawns: then the whole Trainer is pickled, and rank 0's state, metrics and weights come back)."""
     two = _launch(tmp_path / "two", 1, 4, "classifier", strategy=strategy)
-    _assert_same_run(one_process("classifier"), two, "classifier")
+    _assert_same_run(one_process("classifier"), two, "classifier", counted_here=strategy == "ddp")
 
 
 @pytest.mark.parametrize("task", ["classifier", "causal_lm"])
@@ -80,7 +80,7 @@ def test_fsdp2_on_two_processes_matches_one_and_resumes(tmp_path, task, one_proc
     """``strategy="fsdp"``: fully_shard per layer over 2 gloo processes; checkpoints hold the gathered weights
     (``from_pretrained``-loadable) and a resume from the epoch-1 checkpoint ends with the same weights."""
     two = _launch(tmp_path / "two", 1, 4, task, strategy="fsdp")
-    _assert_same_run(one_process(task), two, task)
+    _assert_same_run(one_process(task), two, task, counted_here=False)  # it also trains the resumed run
     checkpoint = sorted((tmp_path / "two").glob("checkpoint-*"))[0]
     assert {"model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state_0.pth", "rng_state_1.pth"} <= {
         p.name for p in checkpoint.iterdir()}
@@ -88,7 +88,8 @@ def test_fsdp2_on_two_processes_matches_one_and_resumes(tmp_path, task, one_proc
         torch.testing.assert_close(two["resumed_weights"][name], tensor, rtol=1e-5, atol=1e-6, msg=name)
 
 
-def _assert_same_run(one: dict, two: dict, task: str) -> None:
+def _assert_same_run(one: dict, two: dict, task: str, counted_here: bool = True) -> None:
+    """``counted_here``: the script's process ran every speed metric (not a forked or spawned worker)."""
     steps = [h for h in one["history"] if "loss" in h]
     assert [h["step"] for h in steps] == [h["step"] for h in two["history"] if "loss" in h]
     for a, b in zip(steps, [h for h in two["history"] if "loss" in h]):
@@ -98,6 +99,11 @@ def _assert_same_run(one: dict, two: dict, task: str) -> None:
         if not key.endswith(("runtime", "per_second")):
             assert two["metrics"][key] == pytest.approx(value, rel=1e-4), key
     assert two["test_metrics"]["test_loss"] == pytest.approx(one["test_metrics"]["test_loss"], rel=1e-4)
+    # the counters: FLOPs and tokens over every process, and the samples each *_samples_per_second divides
+    assert two["total_flos"] == one["total_flos"] > 0
+    assert two["num_input_tokens_seen"] == one["num_input_tokens_seen"] > 0
+    if counted_here:
+        assert two["samples"] == one["samples"] and set(one["samples"]) >= {"train", "eval", "test"}
     if task == "classifier":
         np.testing.assert_array_equal(two["labels"], one["labels"])  # every sample once, in dataset order
     else:

@@ -21,6 +21,7 @@ from tests.helpers import (
     assert_histories_match,
     assert_same_parameters,
     classification_rows,
+    for_transformers,
     lm_rows,
     pad_lm_batch,
     step_logs,
@@ -46,7 +47,8 @@ def side_by_side(make_subclass, tmp_path, model_fn=lambda: tiny_bert_classifier(
                                  ("ours", hftrain.Trainer, hftrain.TrainingArguments)):
         subclass = make_subclass(base)
         subclass.calls = collections.Counter()
-        trainer = subclass(copy.deepcopy(model), args_cls(str(tmp_path / name), **{**ARGS, **(args or {})}),
+        copied = for_transformers(model) if name == "hf" else copy.deepcopy(model)
+        trainer = subclass(copied, args_cls(str(tmp_path / name), **{**ARGS, **(args or {})}),
                            **{key: copy.deepcopy(value) for key, value in kwargs.items()})
         trainer.train()
         runs[name] = trainer

@@ -11,7 +11,7 @@ import transformers
 from transformers import DataCollatorForSeq2Seq, GenerationConfig
 
 import hftrain
-from tests.helpers import assert_same_parameters, copy_task, tiny_t5, word_tokenizer
+from tests.helpers import assert_same_parameters, copy_task, for_transformers, tiny_t5, word_tokenizer
 
 pytestmark = pytest.mark.integration
 
@@ -42,7 +42,7 @@ def _run(trainer_cls, args_cls, tmp_path, name, model, tokenizer, train, evald, 
         eval_strategy="epoch", save_strategy="no", predict_with_generate=True, generation_max_length=9,
         generation_num_beams=2, report_to="none", disable_tqdm=True, seed=4, **extra,
     )
-    model = copy.deepcopy(model)
+    model = for_transformers(model) if trainer_cls is transformers.Seq2SeqTrainer else copy.deepcopy(model)
     trainer = trainer_cls(
         model=model, args=args, train_dataset=train, eval_dataset=evald, processing_class=tokenizer,
         data_collator=DataCollatorForSeq2Seq(tokenizer, model=model), compute_metrics=text_metrics(tokenizer),

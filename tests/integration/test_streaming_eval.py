@@ -241,3 +241,42 @@ if __name__ == "__main__":  # one rank of test_batch_eval_metrics_two_processes_
     _result = _ddp_batch_metrics(_out, 4)
     with open(os.path.join(_out, f"rank{os.environ['RANK']}.json"), "w") as _f:
         json.dump(_result, _f)
+
+
+class _Line(torch.nn.Module):
+    """y = a·x + b with a mean squared error: a batch's loss is the mean over its rows."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Parameter(torch.tensor(0.7)), torch.nn.Parameter(torch.tensor(-0.2))
+
+    def forward(self, x, labels=None):
+        y = self.a * x + self.b
+        return {"loss": torch.nn.functional.mse_loss(y, labels), "logits": y}
+
+
+class _Rows(torch.utils.data.IterableDataset):
+    def __init__(self, n=10):
+        generator = torch.Generator().manual_seed(0)
+        self.x, self.y = torch.randn(n, generator=generator), torch.randn(n, generator=generator)
+
+    def __iter__(self):
+        return iter([{"x": x, "labels": y} for x, y in zip(self.x, self.y)])
+
+
+@pytest.mark.parametrize("method", ["evaluate", "predict"])
+def test_a_partial_last_batch_of_an_iterable_dataset_counts_its_rows(tmp_path, method):
+    """10 rows in batches of 4, 4 and 2: the loss is the mean over the 10 rows (each batch weighted by its rows),
+    as transformers computes it, not the mean of the three batch means."""
+    data, model = _Rows(), _Line()
+    with torch.no_grad():
+        rows_mean = float(((model.a * data.x + model.b - data.y) ** 2).mean())
+    losses = {}
+    for name, cls, args_cls in (("hf", transformers.Trainer, transformers.TrainingArguments),
+                                ("ours", hftrain.Trainer, hftrain.TrainingArguments)):
+        trainer = _eval_trainer(cls, args_cls, tmp_path, name, model)
+        prefix = "eval" if method == "evaluate" else "test"
+        result = trainer.evaluate(data) if method == "evaluate" else trainer.predict(data).metrics
+        losses[name] = result[f"{prefix}_loss"]
+    assert losses["ours"] == pytest.approx(losses["hf"], rel=1e-6)
+    assert losses["ours"] == pytest.approx(rows_mean, rel=1e-6)
