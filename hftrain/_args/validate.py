@@ -25,7 +25,9 @@ from typing import Any
 _POSITIVE = (lambda v: v > 0, "a positive number")
 _AT_LEAST_ZERO = (lambda v: v >= 0, "zero or more")
 _UNIT_OPEN = (lambda v: 0 <= v < 1, "in [0, 1)")
-# (warmup_steps, torch_empty_cache_steps and the generation fields have transformers' own range checks and messages)
+# transformers checks these itself (type and range), with messages its tests expect
+_TRANSFORMERS_CHECKS = frozenset({"torch_empty_cache_steps"})
+# (warmup_steps and the generation fields have transformers' own range checks and messages)
 RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "per_device_train_batch_size": _POSITIVE,
     "per_device_eval_batch_size": _POSITIVE,
@@ -75,6 +77,8 @@ def check_field_values(values: Mapping[str, Any], kinds: Mapping[str, str]) -> N
         value = values.get(name)
         if value is None:
             continue
+        if name in _TRANSFORMERS_CHECKS:
+            continue  # transformers checks these itself, with its own messages
         _check_type(name, value, kind)
         rule = RANGES.get(name)
         if rule is not None and not rule[0](value):
@@ -96,7 +100,7 @@ def _check_type(name: str, value: Any, kind: str) -> None:
         raise TypeError(f"`{name}` takes a number, got {type(value).__name__} {value!r}.")
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError(f"`{name}` must be a finite number, got {value!r}.")
-    if kind == "int" and not isinstance(value, numbers.Integral) and name != "torch_empty_cache_steps":  # HF's
+    if kind == "int" and not isinstance(value, numbers.Integral):
         raise TypeError(f"`{name}` takes an integer, got {value!r}: pass {name}={int(value)}." if float(value)
                         .is_integer() else f"`{name}` takes an integer, got {value!r}.")
 

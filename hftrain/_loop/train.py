@@ -483,7 +483,8 @@ class TrainMethods:
             self._evaluate(run.trial, run.ignore_keys_for_eval, skip_scheduler=True)
         if self._jit_checkpoint is not None:  # after Lightning's own handlers, which it installs in fit
             self._jit_checkpoint.arm(device)
-        peak = self.args.peak_flops or device_peak_flops(device, self.lightning_trainer.precision_plugin)
+        plugin = self.lightning_trainer.precision_plugin if self.lightning_trainer is not None else None
+        peak = self.args.peak_flops or device_peak_flops(device, plugin)  # no Lightning run: resumed at its end
         self._throughput = ThroughputMeter(ddp.world_size(), peak)
         self._throughput.start(self.state.num_input_tokens_seen, self.state.total_flos)
 

@@ -133,3 +133,33 @@ def test_resuming_with_another_number_of_processes_is_refused(tmp_path):
     with pytest.raises(ValueError, match="written by 2 process.*this run has 1"):
         Trainer(tiny_bert_classifier(), _args(tmp_path, max_steps=2),
                 train_dataset=classification_rows(8)).train(resume_from_checkpoint=str(ckpt))
+
+
+def test_a_new_trainer_resumed_from_the_last_checkpoint_trains_no_step(tmp_path):
+    """transformers trains one step past max_steps here; hftrain fires on_train_begin / on_train_end and stops
+    (a new Trainer: no Lightning run of its own exists then)."""
+    from hftrain import Trainer, TrainerCallback, TrainingArguments
+    from tests.helpers import classification_rows, tiny_bert_classifier
+
+    def make(callbacks=()):
+        args = TrainingArguments(str(tmp_path), report_to="none", disable_tqdm=True, per_device_train_batch_size=4,
+                                 max_steps=2, save_strategy="steps", save_steps=2, learning_rate=1e-3)
+        return Trainer(tiny_bert_classifier(), args, train_dataset=classification_rows(16), callbacks=list(callbacks))
+
+    make().train()
+
+    class Events(TrainerCallback):
+        seen: list = []
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.seen.append("begin")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.seen.append("step")
+
+        def on_train_end(self, args, state, control, **kwargs):
+            self.seen.append("end")
+
+    resumed = make([Events()])
+    output = resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-2"))
+    assert output.global_step == 2 and Events.seen == ["begin", "end"]

@@ -274,6 +274,7 @@ ERRORS = [
     ),
     ({"torch_empty_cache_steps": 0}, "`torch_empty_cache_steps` must be an integer bigger than 0, got 0."),
     ({"torch_empty_cache_steps": 1.5}, "`torch_empty_cache_steps` must be an integer bigger than 0, got 1.5."),
+    ({"torch_empty_cache_steps": "none"}, "`torch_empty_cache_steps` must be an integer bigger than 0, got none."),
     ({"logging_steps": 0}, "logging strategy IntervalStrategy.STEPS requires non-zero --logging_steps"),
     ({"logging_steps": 2.5}, "--logging_steps must be an integer if bigger than 1: 2.5"),
     ({"eval_strategy": "steps", "eval_steps": 2.5}, "--eval_steps must be an integer if bigger than 1: 2.5"),
