@@ -184,6 +184,8 @@ class OptimizerMethods:
                     if key in optimizer_kwargs:
                         groups = optimizer_kwargs.pop(key)
                 self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+            if "bitsandbytes" in str(optimizer_cls) and optimizer_kwargs.get("optim_bits") == 8:
+                keep_embeddings_in_fp32(opt_model)
         return self.optimizer
 
     def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None) -> Any:
@@ -215,10 +217,20 @@ class OptimizerMethods:
             )
             try:
                 return handler(context)
-            except ImportError as missing:
-                raise unsupported from missing
+            except ImportError as missing:  # an ImportError, as transformers raises it, naming the package
+                raise ImportError(str(unsupported)) from missing
 
     def get_decay_parameter_names(self, model: nn.Module) -> list[str]:
         """The parameters that get weight decay: not in a LayerNorm, not a bias or a norm by name."""
         return decay_parameter_names(model)
 
+
+def keep_embeddings_in_fp32(model: nn.Module) -> None:
+    """bitsandbytes' 8-bit optimizers: the embeddings keep 32-bit optimizer states, as transformers registers them
+    (8-bit states for embeddings are unstable, bitsandbytes' own advice)."""
+    import bitsandbytes
+
+    manager = bitsandbytes.optim.GlobalOptimManager.get_instance()
+    for module in model.modules():
+        if isinstance(module, nn.Embedding):
+            manager.register_module_override(module, "weight", {"optim_bits": 32})

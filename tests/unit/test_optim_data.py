@@ -145,3 +145,17 @@ def test_sharded_batches_are_slices_of_the_single_process_batches():
     # a short batch smaller than the world: the empty rank trains on a stand-in row with weight 0
     lonely = ShardedBatchSampler(list(range(5)), 2, 2, 1, drop_last=False, pad_empty=True)
     assert list(lonely)[-1] == [4] and lonely.slices[-1].rows == 0
+
+
+@pytest.mark.parametrize("optim", ["adamw_8bit", "rmsprop_bnb_8bit"])
+def test_bitsandbytes_8bit_optimizers_keep_the_embeddings_in_32_bits_as_transformers(tmp_path, optim):
+    pytest.importorskip("bitsandbytes")  # in the dev extra (galore-torch needs it)
+    from hftrain import Trainer, TrainingArguments
+    from tests.helpers import tiny_bert_classifier
+
+    model = tiny_bert_classifier()
+    trainer = Trainer(model, TrainingArguments(str(tmp_path), report_to="none", optim=optim))
+    overrides = trainer.create_optimizer().mng.module_weight_config_triple
+    embeddings = {id(m) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    assert {id(module) for module, name, config in overrides if name == "weight" and config == {"optim_bits": 32}} \
+        >= embeddings and embeddings
