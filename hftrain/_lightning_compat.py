@@ -184,17 +184,20 @@ def compute_dtype(precision_plugin: Any) -> torch.dtype:
 # ---- quiet runs ------------------------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def quiet_lightning() -> Iterator[None]:
-    """Lightning's INFO banners ("GPU available", tips, "fit stopped") are not part of an HF run's output."""
-    logger = logging.getLogger("lightning.pytorch")
-    level = logger.level
-    logger.setLevel(max(level, logging.WARNING))
+    """Lightning's INFO banners ("GPU available", tips, "fit stopped", every process's "Initializing distributed")
+    are not part of an HF run's output."""
+    loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in loggers]
+    for logger, level in zip(loggers, levels):
+        logger.setLevel(max(level, logging.WARNING))
     try:
         with warnings.catch_warnings():
             for message in _LIGHTNING_NOISE:
                 warnings.filterwarnings("ignore", message=message)
             yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 # Lightning warnings about choices hftrain makes on purpose (HF semantics), not about the user's code
@@ -207,4 +210,5 @@ _LIGHTNING_NOISE = (
     ".*LeafSpec.*is deprecated.*",  # Lightning's own pytree helper under torch >= 2.10
     ".*sync_dist=True.*when logging on epoch level.*",  # eval metrics are gathered over every process already
     ".*`training_step` returned `None`.*",  # manual optimization: the step runs HF's loop and returns nothing
+    ".*torch.distributed.nn.functional.all_gather is deprecated.*",  # Lightning's own all_gather under torch 2.13
 )

@@ -81,3 +81,16 @@ def test_deepspeed_accumulation_hook_exists():
 ])
 def test_compute_dtype(plugin, dtype):
     assert compat.compute_dtype(plugin) is dtype
+
+
+def test_quiet_lightning_hides_every_process_banner_and_lightnings_own_deprecations():
+    import logging
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with compat.quiet_lightning():
+            assert not logging.getLogger("lightning.fabric.utilities.distributed").isEnabledFor(logging.INFO)
+            warnings.warn("torch.distributed.nn.functional.all_gather is deprecated, use ...", UserWarning)
+        warnings.warn("a user's own warning", UserWarning)
+    assert [str(w.message) for w in caught] == ["a user's own warning"]
