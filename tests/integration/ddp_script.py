@@ -80,6 +80,9 @@ def main(out: str, per_device: int, task: str, strategy: str | None = None) -> N
                        "test_metrics": prediction.metrics, "global_step": trainer.state.global_step,
                        "total_flos": trainer.state.total_flos, "samples": SAMPLES,
                        "num_input_tokens_seen": trainer.state.num_input_tokens_seen}, f)
+    # the end of the script, as HF's accelerator.end_training(): the process group goes before the interpreter does
+    # (hftrain also does it at exit; gloo's threads can still abort a finished run during finalisation, rarely)
+    trainer.end()
 
 
 def build(out: str, task: str, common: dict, callbacks: list | None = None) -> tuple[Trainer, list]:
