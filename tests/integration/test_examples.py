@@ -125,3 +125,12 @@ def test_run_clm_reports_perplexity(runs):
     results, _ = _finished(runs, "clm")
     _finite(results, "train_loss", "eval_loss", "eval_accuracy", "perplexity")
     assert results["perplexity"] == pytest.approx(math.exp(results["eval_loss"]))
+
+
+def test_what_hftrain_adds_shows_and_checks_each_part():
+    """examples/what_hftrain_adds.py: each part asserts the property it shows (GA, preemption, processes, auto
+    batch size, streaming metrics, Lightning callbacks and loggers)."""
+    done = subprocess.run([sys.executable, str(EXAMPLES / "what_hftrain_adds.py")], cwd=ROOT, env=_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "all shown: ga, preempt, processes, auto_batch, metrics, lightning" in done.stdout
