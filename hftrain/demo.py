@@ -168,6 +168,8 @@ def run(argv: Sequence[str] | None = None) -> dict:
         DataCollatorWithPadding,
     )
 
+    from transformers.utils import logging as hf_logging
+
     from hftrain import Trainer, TrainingArguments
 
     output_dir = Path(args.output_dir)
@@ -196,11 +198,27 @@ def run(argv: Sequence[str] | None = None) -> dict:
     ds = ds.rename_column("label", "labels")
 
     # --- model --------------------------------------------------------------
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_dir,
-        num_labels=len(label_names),
-        id2label=id2label,
-        label2id=label2id,
+    print(
+        f"hftrain demo: fine-tuning MiniLM-L6 on {len(ds['train'])} Debian package descriptions to predict their "
+        f"{len(label_names)} archive sections (CPU, offline); {len(ds['test'])} held out for evaluation",
+        flush=True,
+    )
+    # transformers reports the new classification head as MISSING weights; here that head is what the run trains
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            model_dir,
+            num_labels=len(label_names),
+            id2label=id2label,
+            label2id=label2id,
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    print(
+        f"  a new classification head ({len(label_names)} sections) on the pretrained encoder: it starts random and "
+        "is what this fine-tune trains",
+        flush=True,
     )
     if not args.train_embeddings:
         # Half of MiniLM's 22.7M parameters are the word embeddings; freezing them
