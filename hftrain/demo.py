@@ -92,27 +92,47 @@ def compute_metrics(eval_pred):
     }
 
 
+def curves(log_history) -> dict[str, list[tuple[int, float]]]:
+    """The demo's curves from ``trainer.state.log_history``: ``(step, value)`` pairs of the train loss, the eval
+    loss and the eval accuracy (keyed by step: the final ``evaluate()`` repeats the last evaluation's step).
+
+    Example:
+        >>> curves([{"step": 1, "loss": 2.0}, {"step": 1, "eval_loss": 1.5, "eval_accuracy": 0.5}])
+        {'train loss': [(1, 2.0)], 'eval loss': [(1, 1.5)], 'eval accuracy': [(1, 0.5)]}
+    """
+    def series(key: str) -> list[tuple[int, float]]:
+        return sorted({e["step"]: e[key] for e in log_history if key in e and "step" in e}.items())
+
+    return {"train loss": series("loss"), "eval loss": series("eval_loss"), "eval accuracy": series("eval_accuracy")}
+
+
 def plot_loss_curve(log_history, path: Path) -> Path:
-    """Train loss and eval loss against the global step, from ``trainer.state.log_history``."""
+    """Train and eval loss against the global step, with the eval accuracy on a second axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # dicts keyed by step: the final evaluate() repeats the last periodic evaluation's step
-    train = sorted({e["step"]: e["loss"] for e in log_history if "loss" in e and "step" in e}.items())
-    evals = sorted({e["step"]: e["eval_loss"] for e in log_history if "eval_loss" in e and "step" in e}.items())
+    lines = curves(log_history)
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
-    if train:
-        ax.plot(*zip(*train), label="train loss", color="tab:blue", linewidth=1.5)
-    if evals:
-        ax.plot(*zip(*evals), "o-", label="eval loss", color="tab:orange", linewidth=1.5)
+    if lines["train loss"]:
+        ax.plot(*zip(*lines["train loss"]), label="train loss", color="tab:blue", linewidth=1.5)
+    if lines["eval loss"]:
+        ax.plot(*zip(*lines["eval loss"]), "o-", label="eval loss", color="tab:orange", linewidth=1.5)
     ax.set_xlabel("step")
     ax.set_ylabel("cross-entropy loss")
     ax.set_title("hftrain demo: MiniLM-L6 on debian_sections")
     ax.grid(True, alpha=0.3)
-    if train or evals:
-        ax.legend()
+    handles, labels = ax.get_legend_handles_labels()
+    if lines["eval accuracy"]:
+        accuracy = ax.twinx()
+        accuracy.plot(*zip(*lines["eval accuracy"]), "s--", label="eval accuracy", color="tab:green", linewidth=1.5)
+        accuracy.set_ylabel("accuracy")
+        accuracy.set_ylim(0.0, 1.0)
+        more_handles, more_labels = accuracy.get_legend_handles_labels()
+        handles, labels = handles + more_handles, labels + more_labels
+    if handles:
+        ax.legend(handles, labels, loc="center right")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -72,6 +72,9 @@ def test_demo_smoke_run_writes_metrics_and_loss_curve(tmp_path, capfd):
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     history = json.loads((out / "log_history.json").read_text())
+    plotted = demo.curves(history)  # what the plot draws: the accuracy next to the losses
+    assert plotted["eval accuracy"] and all(0.0 <= value <= 1.0 for _, value in plotted["eval accuracy"])
+    assert [step for step, _ in plotted["train loss"]] == [1, 2, 3, 4] and plotted["eval loss"]
     assert [h["step"] for h in history if "loss" in h] == [1, 2, 3, 4]
     assert any("eval_loss" in h for h in history)
 
