@@ -19,7 +19,8 @@ NOT_CALLED: dict[str, str] = {
     "_prepare_for_training": "Lightning prepares the model; override `create_optimizer` / `create_scheduler`",
     "_wrap_model": "Lightning wraps the model (strategy=...); pass a Lightning Strategy in TrainingArguments.strategy",
     "_build_accelerator_args": "there is no accelerate Accelerator; use TrainingArguments.strategy / precision",
-    "_update_auto_batch_size": "auto_find_batch_size is not supported by hftrain yet",
+    "_update_auto_batch_size": "hftrain's auto_find_batch_size shrinks the micro-batch itself and keeps the global "
+                               "batch (hftrain._loop.batch_size); override `_train_finding_batch_size`",
     "_prepare_context_parallel_inputs": "context parallelism is not supported by hftrain",
     "_defer_fsdp_gradient_reduction": "hftrain's step skips the gradient sync itself (accelerator.no_sync)",
     "_sync_replicated_trainable_parameters": "models sharded at load time are not supported by hftrain",
@@ -62,3 +63,16 @@ def check_overrides(trainer_cls: type) -> None:
                     f"{trainer_cls.__name__} overrides `{name}`, which neither transformers 5.x nor hftrain calls "
                     f"during train(): {NOT_CALLED_BY_TRANSFORMERS[name]}.", UserWarning, stacklevel=4,
                 )
+
+
+def overrides(trainer: object, name: str) -> bool:
+    """Whether ``trainer``'s class defines method ``name`` itself (a user's subclass) rather than inherits hftrain's.
+
+    Example:
+        >>> from hftrain import Trainer
+        >>> class Custom(Trainer):
+        ...     def compute_loss(self, *args, **kwargs): ...
+        >>> overrides(object.__new__(Custom), "compute_loss"), overrides(object.__new__(Trainer), "compute_loss")
+        (True, False)
+    """
+    return not getattr(type(trainer), name).__module__.startswith("hftrain.")

@@ -39,6 +39,7 @@ from hftrain._logging import trainer_logger
 from hftrain._loop import model_setup
 from hftrain._loop.loss import normalises_by_num_items, scale_loss
 from hftrain._loop.optim import is_metric_driven
+from hftrain._loop.overrides import overrides
 
 if TYPE_CHECKING:
     from hftrain._loop.train import EpochRun
@@ -95,7 +96,7 @@ class TrainingStepMethods:
             return False, False
         if self.label_smoother is not None and "labels" in inputs:  # LabelSmoother divides by num_items_in_batch
             return True, True
-        if not type(self).compute_loss.__module__.startswith("hftrain."):
+        if overrides(self, "compute_loss"):
             return True, several and self._model_normalises_by_num_items(model, inputs, num_items)
         if self.current_gradient_accumulation_steps == 1 and not several:
             return True, True  # nothing to divide or to weigh: no probe
@@ -277,8 +278,9 @@ class TrainingStepMethods:
             return 0
         if ddp.world_size() == 1:
             return tensor.numel()
-        if getattr(self, "_numel_of", (None, 0))[0] == id(inputs):  # flos and tokens ask for the same batch
-            return self._numel_of[1]
+        cached = getattr(self, "_numel_of", None)  # flos and tokens ask for the same micro-batch
+        if cached is not None and cached[0] == id(inputs):
+            return cached[1]
         rows = tensor.shape[0] if tensor.dim() else 1
         length = tensor.shape[1] if tensor.dim() >= 2 else 1
         rest = math.prod(tensor.shape[2:]) if tensor.dim() >= 2 else 1
@@ -294,7 +296,7 @@ class TrainingStepMethods:
         """This process's part of the micro-batch's FLOPs, such that the parts add up to one process's count of the
         whole batch (transformers' estimate is per padded token: each process pads its own slice). A subclass's
         own ``floating_point_ops`` is taken as it is."""
-        if ddp.world_size() == 1 or not type(self).floating_point_ops.__module__.startswith("hftrain."):
+        if ddp.world_size() == 1 or overrides(self, "floating_point_ops"):
             return flos
         name = getattr(self.model, "main_input_name", "input_ids")
         local = inputs[name].numel() if isinstance(inputs, Mapping) and torch.is_tensor(inputs.get(name)) else 0
@@ -360,6 +362,7 @@ class TrainingStepMethods:
                 self._tr_loss += tr_loss_step
             self.current_flos += self._flos_as_one_process(inputs, float(self.floating_point_ops(inputs)))
             self._track_num_input_tokens(inputs)
+            self._numel_of = None  # the next micro-batch's dict may reuse this one's id
             if do_sync_step:
                 self._optimizer_step(epoch)
             else:
