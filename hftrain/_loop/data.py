@@ -184,6 +184,11 @@ class DataMethods:
             sampler_fn=self._get_train_sampler, is_training=True,
         )
 
+    def get_resumed_dataloader(self, dataloader: DataLoader, num_batches: int) -> DataLoader:
+        """``dataloader`` without its first ``num_batches`` batches, for a run resumed mid-epoch (in the same order;
+        accelerate's ``skip_first_batches``). Override it for a stateful or streaming loader that skips itself."""
+        return skip_first_batches(dataloader, num_batches)
+
     def get_eval_dataloader(self, eval_dataset: str | Dataset | None = None) -> DataLoader:
         """The evaluation loader of ``eval_dataset`` (a name of ``self.eval_dataset``, a dataset, or the default)."""
         if eval_dataset is None and self.eval_dataset is None:
@@ -368,6 +373,11 @@ class _SkipBatchSampler:
 
     def __init__(self, batch_sampler: Any, skip: int) -> None:
         self.batch_sampler, self.skip = batch_sampler, skip
+
+    @property
+    def slices(self) -> Any:
+        """The sharded sampler's record of each batch it yields (the skipped ones too), or None."""
+        return getattr(self.batch_sampler, "slices", None)
 
     def __iter__(self) -> Iterator[list[int]]:
         yield from islice(self.batch_sampler, self.skip, None)

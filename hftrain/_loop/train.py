@@ -42,7 +42,7 @@ from hftrain._loop.batch_size import (
     is_out_of_memory,
     smaller_micro_batch,
 )
-from hftrain._loop.data import set_epoch, skip_first_batches
+from hftrain._loop.data import set_epoch
 from hftrain._loop.model_setup import (
     activate_neftune,
     apply_liger,
@@ -118,10 +118,11 @@ class EpochIterator(Iterator[Any]):
     masking, draws in transformers' order). For hftrain's sharded loaders it also knows each batch's share of its
     global batch (``Slice``): the processes' results then equal one process's."""
 
-    def __init__(self, loader: Any, to_device: Callable[[Any], Any], skip: int = 0) -> None:
-        self._batches = iter(skip_first_batches(loader, skip) if skip else loader)
+    def __init__(self, loader: Any, to_device: Callable[[Any], Any], skipped: int = 0) -> None:
+        """``loader``: the epoch's loader, without its first ``skipped`` batches when a run resumes mid-epoch."""
+        self._batches = iter(loader)
         self._slices = getattr(getattr(loader, "batch_sampler", None), "slices", None)
-        self._skip_slices = skip if self._slices is not None else 0
+        self._skip_slices = skipped if self._slices is not None else 0
         self._to_device = to_device
         self._shares: dict[int, float] = {}
         self._ahead: Any = _NOT_FETCHED
@@ -502,10 +503,14 @@ class TrainMethods:
                 step, updates_trained, rng_to_sync = skip - 1, skip // args.gradient_accumulation_steps, True
             elif run.steps_trained_in_current_epoch == 0:
                 self._load_rng_state(run.resume_from_checkpoint)
-        set_epoch(run.train_dataloader, epoch)
+        loader = run.train_dataloader
+        set_epoch(loader, epoch)  # the skipping loader below shares its sampler
+        if skip:
+            loader = self.get_resumed_dataloader(loader, skip)
+            set_epoch(loader, epoch)
         remainder = run.steps_in_epoch % args.gradient_accumulation_steps or args.gradient_accumulation_steps
         self._epoch_run = EpochRun(
-            epoch=epoch, iterator=EpochIterator(run.train_dataloader, to_device, skip),
+            epoch=epoch, iterator=EpochIterator(loader, to_device, skip),
             num_update_steps_per_epoch=run.num_update_steps_per_epoch, steps_in_epoch=run.steps_in_epoch,
             remainder=remainder, step_optimizer=step_optimizer, deepspeed=self._deepspeed, trial=run.trial,
             ignore_keys_for_eval=run.ignore_keys_for_eval, start_time=run.start_time,

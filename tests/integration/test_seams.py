@@ -307,3 +307,40 @@ def test_get_train_dataloader_returning_a_plain_iterable(tmp_path, sized):
 
     args = {} if sized else {"max_steps": 5}
     side_by_side(make, tmp_path, args=args, train_dataset=classification_rows(20))
+
+
+def test_get_resumed_dataloader_override_on_a_mid_epoch_resume(tmp_path):
+    """transformers 5.25's seam for a resume mid-epoch: the override gets the loader and the batches to skip, and
+    the loader it returns is the one the resumed epoch runs over (here: the whole epoch again, not skipping)."""
+    import transformers
+
+    import hftrain
+
+    if not hasattr(transformers.Trainer, "get_resumed_dataloader"):
+        pytest.skip("transformers before 5.25 has no get_resumed_dataloader to compare with")
+
+    def make(base):
+        class Replaying(base):
+            def get_resumed_dataloader(self, dataloader, num_batches):
+                self.calls[f"get_resumed_dataloader(num_batches={num_batches})"] += 1
+                return dataloader  # replay the epoch from its start instead of skipping the trained batches
+
+        return Replaying
+
+    model = tiny_bert_classifier(dropout=0.1)
+    args = dict(ARGS, save_strategy="steps", save_steps=2)  # 24 rows: 3 steps an epoch, a checkpoint mid-epoch
+    runs = {}
+    for name, base, args_cls in (("hf", transformers.Trainer, transformers.TrainingArguments),
+                                 ("ours", hftrain.Trainer, hftrain.TrainingArguments)):
+        subclass = make(base)
+        subclass.calls = collections.Counter()
+        first = for_transformers(model) if name == "hf" else copy.deepcopy(model)
+        base(first, args_cls(str(tmp_path / name), **args), train_dataset=classification_rows(24)).train()
+        resumed = subclass(for_transformers(model) if name == "hf" else copy.deepcopy(model),
+                           args_cls(str(tmp_path / name), **args), train_dataset=classification_rows(24))
+        resumed.train(resume_from_checkpoint=str(tmp_path / name / "checkpoint-2"))
+        runs[name] = resumed
+    hf, ours = runs["hf"], runs["ours"]
+    assert ours.calls == hf.calls == {"get_resumed_dataloader(num_batches=4)": 1}
+    assert_histories_match(step_logs(hf.state.log_history), step_logs(ours.state.log_history), STEP_KEYS)
+    assert_same_parameters(hf.model, ours.model)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hftrain import TrainingArguments
-from hftrain._loop.data import SeededRandomSampler
+from hftrain._loop.data import SeededRandomSampler, skip_first_batches
 from hftrain._loop.loss import scale_loss
 from hftrain._loop.train import EpochIterator
 from hftrain._loop.optim import create_optimizer, create_scheduler, decay_parameter_names, optimizer_cls_and_kwargs
@@ -109,7 +109,7 @@ def test_epoch_iterator_collates_one_batch_ahead_as_accelerate():
     first = next(iterator)
     assert first["x"].tolist() == [0, 1] and len(collated) == 2  # the next batch is collated already
     assert [b["x"].tolist() for b in iterator] == [[2, 3], [4, 5]]
-    resumed = EpochIterator(loader, to_device=lambda batch: batch, skip=2)
+    resumed = EpochIterator(skip_first_batches(loader, 2), to_device=lambda batch: batch, skipped=2)
     assert [b["x"].tolist() for b in resumed] == [[4, 5]]
 
 
