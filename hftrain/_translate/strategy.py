@@ -85,9 +85,11 @@ def ddp_options(args: Any, env: Env) -> dict[str, Any]:
     """HF's ``ddp_*`` arguments as ``DDPStrategy`` keywords (backend and timeout also serve FSDP)."""
     backend = args.ddp_backend or ("nccl" if accelerator(args, env) in ("cuda", "gpu") else "gloo")
     kwargs: dict[str, Any] = {"process_group_backend": backend, "timeout": timedelta(seconds=args.ddp_timeout)}
-    # HF's default: find unused parameters unless activation checkpointing is on (transformers' ``Trainer._build_accelerator_args``)
-    find_unused = args.ddp_find_unused_parameters
-    kwargs["find_unused_parameters"] = find_unused if find_unused is not None else not args.activation_checkpointing
+    # Unset: no search (Lightning's and torch's default), where transformers searches unless activation checkpointing
+    # is on (``Trainer._build_accelerator_args``): the search walks the autograd graph at every backward, and on
+    # models that use every parameter torch then warns on every process. A model that leaves a parameter without
+    # a gradient is refused after its first backward, naming the parameter and this field (HFModule).
+    kwargs["find_unused_parameters"] = bool(args.ddp_find_unused_parameters)
     for field, name in (("ddp_bucket_cap_mb", "bucket_cap_mb"), ("ddp_broadcast_buffers", "broadcast_buffers"),
                         ("ddp_static_graph", "static_graph")):
         if getattr(args, field) is not None:

@@ -42,6 +42,7 @@ def _launch(out: Path, processes: int, per_device: int, task: str, strategy: str
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     result = json.loads((out / "result.json").read_text())
+    result["output"] = done.stdout + done.stderr
     result["weights"] = load_file(out / "final" / "model.safetensors")
     if (out / "resumed" / "final").is_dir():
         result["resumed_weights"] = load_file(out / "resumed" / "final" / "model.safetensors")
@@ -64,7 +65,33 @@ def one_process(tmp_path_factory):
 
 @pytest.mark.parametrize("task", ["classifier", "causal_lm", "grouped_lm"])
 def test_two_processes_match_one(tmp_path, task, one_process):
-    _assert_same_run(one_process(task), _launch(tmp_path / "two", 2, 4, task), task)
+    two = _launch(tmp_path / "two", 2, 4, task)
+    _assert_same_run(one_process(task), two, task)
+    # DDP does not search for unused parameters unless asked, so torch does not warn on every process
+    assert "find_unused_parameters=True was specified" not in two["output"]
+
+
+def _torchrun(*script: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK"):
+        env.pop(key, None)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+               "--master_addr=127.0.0.1", "-m", *script]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_parameter_without_gradient_is_named_before_the_first_optimizer_step(tmp_path):
+    """Unset ``ddp_find_unused_parameters`` does not search (unlike transformers): a model that leaves a parameter
+    unused is refused after its first backward, on every process, with the parameter and the field to set, and
+    before the optimizer changes a weight; with ``ddp_find_unused_parameters=True`` it trains."""
+    refused = _torchrun("tests.integration.unused_parameters_script", str(tmp_path / "unset"), "unset")
+    assert refused.returncode != 0
+    for rank in (0, 1):
+        assert f"rank {rank} refused: The model leaves parameters unused" in refused.stdout, refused.stdout[-3000:]
+    assert "got no gradient: unused_head.weight, unused_head.bias" in refused.stdout and "ddp_find_unused_parameters=True" in refused.stdout
+    trained = _torchrun("tests.integration.unused_parameters_script", str(tmp_path / "true"), "true")
+    assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-3000:]
+    assert "rank 0 trained 3 steps" in trained.stdout and "rank 1 trained 3 steps" in trained.stdout
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "ddp_notebook", "ddp_spawn"])

@@ -56,14 +56,17 @@ def test_torchrun_processes_get_ddp_with_hfs_options():
     strategy = kwargs["strategy"]
     assert (kwargs["devices"], kwargs["num_nodes"]) == (2, 1)
     assert strategy._process_group_backend == "gloo" and strategy._timeout == timedelta(seconds=60)
-    assert strategy._ddp_kwargs == {"find_unused_parameters": True, "bucket_cap_mb": 10, "broadcast_buffers": False}
+    assert strategy._ddp_kwargs == {"find_unused_parameters": False, "bucket_cap_mb": 10, "broadcast_buffers": False}
 
 
-def test_ddp_find_unused_parameters_follows_hf_defaults():
-    assert lightning_strategy(_args(activation_checkpointing=True), TORCHRUN_2)._ddp_kwargs == {
-        "find_unused_parameters": False}
-    assert lightning_strategy(_args(ddp_find_unused_parameters=False), TORCHRUN_2)._ddp_kwargs == {
-        "find_unused_parameters": False}
+@pytest.mark.parametrize(("kwargs", "searches"), [
+    ({}, False),  # unset: no search (Lightning's default; transformers searches), README "differs"
+    ({"activation_checkpointing": True}, False),
+    ({"ddp_find_unused_parameters": False}, False),
+    ({"ddp_find_unused_parameters": True}, True),
+])
+def test_ddp_searches_unused_parameters_only_when_asked(kwargs, searches):
+    assert lightning_strategy(_args(**kwargs), TORCHRUN_2)._ddp_kwargs == {"find_unused_parameters": searches}
 
 
 def test_a_strategy_object_is_used_as_given():
