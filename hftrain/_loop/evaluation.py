@@ -144,6 +144,7 @@ class EvaluationMethods:
     def _evaluate_with_lightning(self, dataloader: Any, predict: bool) -> None:
         """evaluation_loop outside ``train()``: a Lightning ``validate`` (or ``predict``) run over ``dataloader``."""
         from hftrain._lightning_compat import quiet_lightning
+        from hftrain._tracebacks import loop_frames_hidden
 
         with quiet_lightning():
             trainer = self._build_lightning_trainer(max_steps=None, training=False)
@@ -153,6 +154,8 @@ class EvaluationMethods:
                     trainer.predict(self.lightning_module, dataloaders=[dataloader], return_predictions=False)
                 else:
                     trainer.validate(self.lightning_module, dataloaders=[dataloader], verbose=False)
+            except Exception as error:
+                raise loop_frames_hidden(error)  # the user's frames, not Lightning's loop (HFTRAIN_FULL_TRACEBACK=1)
             finally:
                 self.accelerator._detach()
         self.model.to(self.accelerator.device)

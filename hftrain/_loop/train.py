@@ -425,6 +425,7 @@ class TrainMethods:
     # ---- Lightning's fit, and its hooks (called by HFModule) -------------------------------------------------------
     def _fit(self, run: TrainRun) -> None:
         from hftrain._lightning_compat import disable_validation_schedule, quiet_lightning
+        from hftrain._tracebacks import loop_frames_hidden
 
         remaining = max(run.max_steps - self.state.global_step, 0)
         self.model_wrapped = compiled(self.model, self.args)  # transformers compiles where accelerate prepares
@@ -440,6 +441,8 @@ class TrainMethods:
             try:
                 steps = UpdateSteps(run.num_update_steps_per_epoch, self._steps_left_in_epoch)
                 trainer.fit(self.lightning_module, train_dataloaders=steps)
+            except Exception as error:
+                raise loop_frames_hidden(error)  # the user's frames, not Lightning's loop (HFTRAIN_FULL_TRACEBACK=1)
             finally:
                 if self._jit_checkpoint is not None:
                     self._jit_checkpoint.disarm()
