@@ -128,9 +128,10 @@ def test_run_clm_reports_perplexity(runs):
 
 
 def test_what_hftrain_adds_shows_and_checks_each_part():
-    """examples/what_hftrain_adds.py: each part asserts the property it shows (GA, preemption, processes, auto
-    batch size, streaming metrics, Lightning callbacks and loggers)."""
+    """examples/what_hftrain_adds.py: each part asserts the property it shows (GA, preemption, atomic saves,
+    processes, auto batch size, streaming metrics, Lightning callbacks and loggers)."""
     done = subprocess.run([sys.executable, str(EXAMPLES / "what_hftrain_adds.py")], cwd=ROOT, env=_env(),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    assert "all shown: ga, preempt, processes, auto_batch, metrics, lightning" in done.stdout
+    assert "all shown: ga, preempt, atomic, processes, auto_batch, metrics, lightning" in done.stdout
+    assert "left behind: ['checkpoint-2'] -> resume from checkpoint-2" in done.stdout
