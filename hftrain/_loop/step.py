@@ -351,15 +351,16 @@ class TrainingStepMethods:
             sync = contextlib.nullcontext() if sync_now else self.accelerator.no_sync(model)
             with sync:
                 tr_loss_step = self.training_step(model, inputs, num_items_in_batch)
-            if args.logging_nan_inf_filter and not torch.isfinite(tr_loss_step):
-                self._tr_loss += self._tr_loss / (1 + self.state.global_step - self._globalstep_last_logged)
-            else:
-                if self._tr_loss.device != tr_loss_step.device:
-                    raise ValueError(
-                        f"Calculated loss must be on the original device: {self._tr_loss.device} but device in use "
-                        f"is {tr_loss_step.device}"
-                    )
-                self._tr_loss += tr_loss_step
+            if self._tr_loss.device != tr_loss_step.device:
+                raise ValueError(
+                    f"Calculated loss must be on the original device: {self._tr_loss.device} but device in use "
+                    f"is {tr_loss_step.device}"
+                )
+            if args.logging_nan_inf_filter:  # a nan / inf loss counts as the average so far: decided on the device,
+                # where transformers asks the host (a synchronisation at every micro-batch on a GPU)
+                average = self._tr_loss / (1 + self.state.global_step - self._globalstep_last_logged)
+                tr_loss_step = torch.where(torch.isfinite(tr_loss_step), tr_loss_step, average)
+            self._tr_loss += tr_loss_step
             self.current_flos += self._flos_as_one_process(inputs, float(self.floating_point_ops(inputs)))
             self._track_num_input_tokens(inputs)
             self._numel_of = None  # the next micro-batch's dict may reuse this one's id

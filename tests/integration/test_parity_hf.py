@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from tests.helpers import (
     accuracy,
@@ -142,3 +143,37 @@ def test_length_grouped_orders_are_transformers(tmp_path, strategy):
     evals = [([h for h in run["history"] if "eval_loss" in h]) for run in (hf, ours)]
     assert [h["eval_loss"] for h in evals[1]] == pytest.approx([h["eval_loss"] for h in evals[0]], rel=1e-4)
     assert_same_parameters(hf["trainer"].model, ours["trainer"].model)
+
+
+class NonFiniteLoss(torch.nn.Module):
+    """A classifier whose logged loss is nan at step 3 and inf at step 5 (a constant added: the gradients stay
+    finite), as a loss blowing up for one batch would be logged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(8, 3)
+        self.calls = 0
+
+    def forward(self, input_ids, attention_mask=None, labels=None):
+        self.calls += 1
+        logits = self.linear(input_ids.float() / 64)
+        loss = torch.nn.functional.cross_entropy(logits, labels)
+        if self.calls in (3, 5):
+            loss = loss + torch.tensor(float("nan") if self.calls == 3 else float("inf"))
+        return {"loss": loss, "logits": logits}
+
+
+@pytest.mark.parametrize("nan_inf_filter", [True, False])
+@pytest.mark.parametrize("logging_steps", [1, 2])
+def test_logging_nan_inf_filter_logs_the_average_for_a_non_finite_loss(tmp_path, nan_inf_filter, logging_steps):
+    runs = run_both(NonFiniteLoss(), dict(per_device_train_batch_size=4, max_steps=6, logging_steps=logging_steps,
+                                          learning_rate=1e-2, save_strategy="no", use_cpu=True,
+                                          logging_nan_inf_filter=nan_inf_filter),
+                    str(tmp_path), train_dataset=classification_rows(24))
+    hf, ours = (step_logs(runs[name]["history"]) for name in ("hf", "ours"))
+    assert [h["step"] for h in ours] == [h["step"] for h in hf]
+    for a, b in zip(hf, ours):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, nan_ok=True), (a["step"], a["loss"], b["loss"])
+    assert all(np.isfinite(h["loss"]) for h in ours) == nan_inf_filter
+    assert_same_parameters(runs["hf"]["trainer"].model, runs["ours"]["trainer"].model)
