@@ -55,17 +55,8 @@ from hftrain.trainer_utils import get_last_checkpoint, set_seed
 
 logger = logging.getLogger(__name__)
 
-
-def packaged_data_dir() -> Path:
-    """The Debian sections dataset inside the installed hftrain package (``demo_data/``, formerly ``data/``)."""
-    import hftrain
-
-    root = Path(hftrain.__file__).resolve().parent
-    for sub in ("demo_data", "data"):
-        candidate = root / sub / "debian_sections"
-        if (candidate / "train.jsonl").is_file():
-            return candidate
-    raise FileNotFoundError(f"debian_sections not found under {root}/demo_data or {root}/data")
+# The Debian sections dataset next to the examples (one-line package descriptions → archive section).
+DATA_DIR = Path(__file__).resolve().parent / "data" / "debian_sections"
 
 
 def packaged_minilm() -> str:
@@ -97,10 +88,11 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     train_file: str | None = field(
-        default=None, metadata={"help": "A jsonl/csv file with `text` and `label`; default: the packaged train split."}
+        default=None, metadata={"help": "A jsonl/csv file with `text` and `label`; "
+                                         "default: the train split of examples/data/debian_sections."}
     )
     validation_file: str | None = field(
-        default=None, metadata={"help": "Evaluation file; default: the packaged test split."}
+        default=None, metadata={"help": "Evaluation file; default: the test split of examples/data/debian_sections."}
     )
     test_file: str | None = field(
         default=None, metadata={"help": "File for --do_predict; default: the validation file."}
@@ -164,10 +156,9 @@ def main() -> None:
     set_seed(training_args.seed)
 
     # --- data ----------------------------------------------------------------------------------------------
-    packaged = packaged_data_dir()
     data_files = {
-        "train": data_args.train_file or str(packaged / "train.jsonl"),
-        "validation": data_args.validation_file or str(packaged / "test.jsonl"),
+        "train": data_args.train_file or str(DATA_DIR / "train.jsonl"),
+        "validation": data_args.validation_file or str(DATA_DIR / "test.jsonl"),
     }
     data_files["test"] = data_args.test_file or data_files["validation"]
     extension = data_files["train"].rsplit(".", 1)[-1]

@@ -49,17 +49,8 @@ from hftrain.trainer_utils import get_last_checkpoint, set_seed
 
 logger = logging.getLogger(__name__)
 
-
-def packaged_data_dir() -> Path:
-    """The Debian sections dataset inside the installed hftrain package (``demo_data/``, formerly ``data/``)."""
-    import hftrain
-
-    root = Path(hftrain.__file__).resolve().parent
-    for sub in ("demo_data", "data"):
-        candidate = root / sub / "debian_sections"
-        if (candidate / "train.jsonl").is_file():
-            return candidate
-    raise FileNotFoundError(f"debian_sections not found under {root}/demo_data or {root}/data")
+# The Debian sections dataset next to the examples (one-line package descriptions → archive section).
+DATA_DIR = Path(__file__).resolve().parent / "data" / "debian_sections"
 
 
 @dataclass
@@ -78,10 +69,11 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     train_file: str | None = field(
-        default=None, metadata={"help": "A jsonl file with a `text` column; default: the packaged train split."}
+        default=None, metadata={"help": "A jsonl file with a `text` column; "
+                                         "default: the train split of examples/data/debian_sections."}
     )
     validation_file: str | None = field(
-        default=None, metadata={"help": "Evaluation file; default: the packaged test split."}
+        default=None, metadata={"help": "Evaluation file; default: the test split of examples/data/debian_sections."}
     )
     text_column_name: str = field(default="text", metadata={"help": "column with the documents"})
     block_size: int = field(default=32, metadata={"help": "Truncate each document to this many tokens."})
@@ -136,10 +128,9 @@ def main() -> None:
     set_seed(training_args.seed)
 
     # --- data ----------------------------------------------------------------------------------------------
-    packaged = packaged_data_dir()
     data_files = {
-        "train": data_args.train_file or str(packaged / "train.jsonl"),
-        "validation": data_args.validation_file or str(packaged / "test.jsonl"),
+        "train": data_args.train_file or str(DATA_DIR / "train.jsonl"),
+        "validation": data_args.validation_file or str(DATA_DIR / "test.jsonl"),
     }
     raw = load_dataset("json", data_files=data_files)
     text_col = data_args.text_column_name

@@ -6,8 +6,8 @@ DataArguments, Seq2SeqTrainingArguments))``, a ``DataCollatorForSeq2Seq``, ``pre
 evaluation calls ``model.generate()``, and text metrics on the decoded generations. Only the import of
 ``Seq2SeqTrainer`` / ``Seq2SeqTrainingArguments`` differs from a transformers script.
 
-The task is built from the packaged ``debian_sections`` data (text → section): the source is the package's short
-description, the target is ``"<section> : <a short description of that section>"``, e.g.
+The task is built from the ``debian_sections`` data in ``examples/data`` (text → section): the source is the
+package's short description, the target is ``"<section> : <a short description of that section>"``, e.g.
 
     "documentation for the OpenShot video library"  →  "doc : documentation manuals and other documents"
 
@@ -57,6 +57,9 @@ from hftrain.trainer_utils import get_last_checkpoint, set_seed
 
 logger = logging.getLogger(__name__)
 
+# The Debian sections dataset next to the examples (one-line package descriptions → archive section).
+DATA_DIR = Path(__file__).resolve().parent / "data" / "debian_sections"
+
 # Target text per section: the section name, then a short description of the section (written for this example).
 SECTION_DESCRIPTIONS = {
     "doc": "documentation manuals and other documents",
@@ -68,18 +71,6 @@ SECTION_DESCRIPTIONS = {
     "science": "basic tools for scientific work",
     "sound": "utilities to deal with sound",
 }
-
-
-def packaged_data_dir() -> Path:
-    """The Debian sections dataset inside the installed hftrain package (``demo_data/``, formerly ``data/``)."""
-    import hftrain
-
-    root = Path(hftrain.__file__).resolve().parent
-    for sub in ("demo_data", "data"):
-        candidate = root / sub / "debian_sections"
-        if (candidate / "train.jsonl").is_file():
-            return candidate
-    raise FileNotFoundError(f"debian_sections not found under {root}/demo_data or {root}/data")
 
 
 def target_text(label: str) -> str:
@@ -102,10 +93,11 @@ class ModelArguments:
 @dataclass
 class DataArguments:
     train_file: str | None = field(
-        default=None, metadata={"help": "A jsonl file with `text` and `label`; default: the packaged train split."}
+        default=None, metadata={"help": "A jsonl file with `text` and `label`; "
+                                         "default: the train split of examples/data/debian_sections."}
     )
     validation_file: str | None = field(
-        default=None, metadata={"help": "Evaluation file; default: the packaged test split."}
+        default=None, metadata={"help": "Evaluation file; default: the test split of examples/data/debian_sections."}
     )
     test_file: str | None = field(default=None, metadata={"help": "File for --do_predict; default: validation."})
     max_source_length: int = field(default=48, metadata={"help": "Truncate sources to this many tokens."})
@@ -175,10 +167,9 @@ def main() -> None:
     set_seed(training_args.seed)
 
     # --- data: description → "<section> : <section description>" ------------------------------------------------
-    packaged = packaged_data_dir()
     data_files = {
-        "train": data_args.train_file or str(packaged / "train.jsonl"),
-        "validation": data_args.validation_file or str(packaged / "test.jsonl"),
+        "train": data_args.train_file or str(DATA_DIR / "train.jsonl"),
+        "validation": data_args.validation_file or str(DATA_DIR / "test.jsonl"),
     }
     data_files["test"] = data_args.test_file or data_files["validation"]
     raw = load_dataset("json", data_files=data_files)

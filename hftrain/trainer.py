@@ -30,6 +30,7 @@ from transformers.trainer_pt_utils import (
     save_state,
 )
 from transformers.trainer_utils import enable_full_determinism, set_seed, speed_metrics
+from transformers.utils import is_in_notebook
 
 from hftrain._args.checks import check_trainer_inputs, coerce_args, split_callbacks
 from hftrain._args.support import check_supported
@@ -74,6 +75,13 @@ OPTIMIZER_NAME_BIN = "optimizer.bin"
 FSDP_MODEL_NAME = "pytorch_model_fsdp"
 DEFAULT_CALLBACKS = [DefaultFlowCallback]
 DEFAULT_PROGRESS_CALLBACK = ProgressCallback
+
+# In a notebook, transformers' HTML progress table (it renders without widget state, e.g. on GitHub), decided once at
+# import as transformers.trainer decides it.
+if is_in_notebook():
+    from transformers.utils.notebook import NotebookProgressCallback
+
+    DEFAULT_PROGRESS_CALLBACK = NotebookProgressCallback
 
 
 class Trainer(

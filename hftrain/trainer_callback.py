@@ -317,7 +317,8 @@ class ProgressCallback(TrainerCallback):
 
     Logged floats are shown as `"{v:.4g}"`, strings longer than `max_str_len` are replaced by a notice, and
     `total_flos` is left out; `logs` itself is not changed. Only the world process zero displays anything.
-    `tqdm.auto` renders as a widget in notebooks, so no separate notebook callback is needed.
+    In a notebook the Trainer uses transformers' `NotebookProgressCallback` instead (an HTML table), as transformers
+    does (`hftrain.trainer.DEFAULT_PROGRESS_CALLBACK`).
 
     Args:
         max_str_len: Maximum length of strings to display in logs; longer ones are replaced by a notice.

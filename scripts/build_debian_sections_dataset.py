@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Build the small ``debian_sections`` text-classification dataset shipped with hftrain.
+"""Build the small ``debian_sections`` text-classification dataset of ``examples/data/``.
 
 Task: given the *short description* of a Debian binary package (the first line
 of its ``Description`` field), predict the package's archive *section*
@@ -54,7 +54,7 @@ DEFAULT_SECTIONS = (
 )
 AREA_PREFIXES = ("contrib/", "non-free/", "non-free-firmware/")
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUT = REPO_ROOT / "hftrain" / "demo_data" / "debian_sections"
+DEFAULT_OUT = REPO_ROOT / "examples" / "data" / "debian_sections"
 COMMAND = "python scripts/build_debian_sections_dataset.py"
 
 
@@ -183,7 +183,7 @@ def write_jsonl(path: Path, rows) -> None:
 README_TEMPLATE = """\
 # debian_sections
 
-A small text-classification dataset used by `python -m hftrain.demo`:
+A small text-classification dataset used by the demo (`python examples/demo.py`):
 **short description of a Debian binary package → its archive section**.
 
 | split | rows | file |

