@@ -62,9 +62,12 @@ def one_process(tmp_path_factory):
     return run
 
 
-@pytest.mark.parametrize("task", ["classifier", "causal_lm", "grouped_lm"])
+@pytest.mark.parametrize("task", ["classifier", "causal_lm", "grouped_lm", "tokenized"])
 def test_two_processes_match_one(tmp_path, task, one_process):
-    _assert_same_run(one_process(task), _launch(tmp_path / "two", 2, 4, task), task)
+    two = _launch(tmp_path / "two", 2, 4, task)
+    _assert_same_run(one_process(task), two, task)
+    if task == "tokenized":  # each process's slices of the batches come from the Arrow columns (fast_collate.py)
+        assert two["train_dataset"] == one_process(task)["train_dataset"] == "ColumnarDataset"
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "ddp_notebook", "ddp_spawn"])
@@ -104,7 +107,7 @@ def _assert_same_run(one: dict, two: dict, task: str, counted_here: bool = True)
     assert two["num_input_tokens_seen"] == one["num_input_tokens_seen"] > 0
     if counted_here:
         assert two["samples"] == one["samples"] and set(one["samples"]) >= {"train", "eval", "test"}
-    if task == "classifier":
+    if task in ("classifier", "tokenized"):
         np.testing.assert_array_equal(two["labels"], one["labels"])  # every sample once, in dataset order
     else:
         assert two["labels"].shape[0] == one["labels"].shape[0] == 11
