@@ -9,6 +9,10 @@ a seeded one (epoch ``e`` is ``randperm(N, seed + e)``, independent of the globa
 
 A loader an override builds without ``self.accelerator.prepare`` is used as it is (as transformers does): any
 iterable of batches works, each process iterating it whole.
+
+For a plain ``datasets.Dataset`` and one of transformers' collators that ``fast_collate`` reproduces, the loader
+``_get_dataloader`` builds reads each batch as Arrow columns and collates it in numpy (the same tensors, bit for
+bit); a subclass overriding one of :data:`LOADER_SEAMS` keeps the rows → collator path.
 """
 
 from __future__ import annotations

@@ -115,6 +115,8 @@ def column_kinds(dataset: Any, collate_fn: Callable) -> dict[str, str] | None:
     if type(dataset) is not datasets.Dataset or not isinstance(getattr(dataset, "_indices", 0),
                                                                (type(None), datasets.table.Table)):
         return None
+    if not isinstance(getattr(dataset.data, "table", None), pa.Table):  # the Arrow table take_columns reads
+        return None
     fmt = dataset.format  # no format, transform or column selection: __getitems__ gives every column as Python
     if fmt["type"] is not None or fmt["format_kwargs"] or fmt["output_all_columns"] or (
             fmt["columns"] != dataset.column_names):
