@@ -168,6 +168,21 @@ def word_tokenizer(words: int = 60):
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>")
 
 
+def tokenized_rows(n: int, seed: int = 0, labels: bool = True) -> Any:
+    """A ``datasets.Dataset`` of sentences of 2–20 words through :func:`word_tokenizer` (input_ids, attention_mask),
+    a learnable ``label`` and a ``text`` column (``remove_unused_columns`` drops it), seen through an indices mapping
+    as after ``train_test_split``: what ``DataCollatorWithPadding`` pads in a fine-tuning script."""
+    import datasets
+
+    rng = np.random.default_rng(seed)
+    tok = word_tokenizer()
+    texts = [" ".join(f"w{i}" for i in rng.integers(0, 60, int(rng.integers(2, 21)))) for _ in range(n + 4)]
+    dataset = datasets.Dataset.from_dict({"text": texts}).map(lambda batch: tok(batch["text"]), batched=True)
+    if labels:
+        dataset = dataset.add_column("label", [int(ids[0]) % 3 for ids in dataset["input_ids"]])
+    return dataset.select(rng.permutation(n + 4)[:n].tolist())
+
+
 def tiny_t5(vocab: int = 63) -> torch.nn.Module:
     from transformers import T5Config, T5ForConditionalGeneration
 

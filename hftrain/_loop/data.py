@@ -9,6 +9,10 @@ a seeded one (epoch ``e`` is ``randperm(N, seed + e)``, independent of the globa
 
 A loader an override builds without ``self.accelerator.prepare`` is used as it is (as transformers does): any
 iterable of batches works, each process iterating it whole.
+
+For a plain ``datasets.Dataset`` and one of transformers' collators that ``fast_collate`` reproduces, the loader
+``_get_dataloader`` builds reads each batch as Arrow columns and collates it in numpy (the same tensors, bit for
+bit); a subclass overriding one of :data:`LOADER_SEAMS` keeps the rows → collator path.
 """
 
 from __future__ import annotations
@@ -28,8 +32,13 @@ from transformers.trainer_utils import RemoveColumnsCollator, has_length, seed_w
 
 from hftrain._backends.ddp import ShardedBatchSampler
 from hftrain._logging import trainer_logger
+from hftrain._loop.overrides import overrides
 
 logger = trainer_logger()
+
+# a subclass overriding one of these builds or inspects loaders its own way: its loaders keep the rows → collator path
+LOADER_SEAMS = ("get_train_dataloader", "get_eval_dataloader", "get_test_dataloader", "_get_dataloader",
+                "_remove_unused_columns")
 
 
 class SeededRandomSampler(Sampler[int]):
@@ -254,6 +263,11 @@ class DataMethods:
                 params["worker_init_fn"] = partial(
                     seed_worker, num_workers=self.args.dataloader_num_workers, rank=self.args.process_index
                 )
+        if batch_size is not None and is_hf_dataset(dataset) and not any(overrides(self, m) for m in LOADER_SEAMS):
+            from hftrain._loop.fast_collate import columnar_batches  # pyarrow: imported by `datasets` already
+
+            # a known HF collator on a plain datasets.Dataset: each batch read as columns and collated in numpy
+            dataset, params["collate_fn"] = columnar_batches(dataset, data_collator)
         dataloader = self.accelerator.prepare(DataLoader(dataset, **params))
         if dataloader_key is not None and self.args.dataloader_persistent_workers:
             self._eval_dataloaders[dataloader_key] = dataloader

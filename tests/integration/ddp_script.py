@@ -10,7 +10,10 @@ from pathlib import Path
 
 import numpy as np
 from hftrain import Trainer, TrainingArguments
-from tests.helpers import accuracy, classification_rows, lm_rows, pad_lm_batch, tiny_bert_classifier, tiny_llama
+from tests.helpers import (
+    accuracy, classification_rows, lm_rows, pad_lm_batch, tiny_bert_classifier, tiny_llama, tokenized_rows,
+    word_tokenizer,
+)
 
 
 SYNCS: list[bool] = []  # with COUNT_GRADIENT_SYNCS: accelerator.sync_gradients at each gradient all-reduce
@@ -61,7 +64,7 @@ def main(out: str, per_device: int, task: str, strategy: str | None = None) -> N
                   gradient_accumulation_steps=2, num_train_epochs=2, eval_strategy="epoch",
                   save_strategy="epoch" if strategy == "fsdp" else "no", use_cpu=True,
                   # padded LM batches: counting the padding too must not depend on how each process pads its slice
-                  include_num_input_tokens_seen="non_padding" if task == "classifier" else "all")
+                  include_num_input_tokens_seen="non_padding" if task in ("classifier", "tokenized") else "all")
     trainer, test = build(out, task, common, callbacks)
     TRAINERS.append(trainer)
     trainer.train()
@@ -79,7 +82,8 @@ def main(out: str, per_device: int, task: str, strategy: str | None = None) -> N
             json.dump({"history": trainer.state.log_history, "metrics": metrics, "syncs": SYNCS,
                        "test_metrics": prediction.metrics, "global_step": trainer.state.global_step,
                        "total_flos": trainer.state.total_flos, "samples": SAMPLES,
-                       "num_input_tokens_seen": trainer.state.num_input_tokens_seen}, f)
+                       "num_input_tokens_seen": trainer.state.num_input_tokens_seen,
+                       "train_dataset": type(trainer.get_train_dataloader().dataset).__name__}, f)
     # the end of the script, as HF's accelerator.end_training(): the process group goes before the interpreter does
     # (hftrain also does it at exit; gloo's threads can still abort a finished run during finalisation, rarely)
     trainer.end()
@@ -91,6 +95,11 @@ def build(out: str, task: str, common: dict, callbacks: list | None = None) -> t
                           train_dataset=classification_rows(27, seed=3), eval_dataset=classification_rows(11, seed=4),
                           compute_metrics=accuracy, callbacks=callbacks)
         return trainer, classification_rows(11, seed=4)
+    if task == "tokenized":  # a datasets.Dataset padded by the tokenizer's collator: built from its Arrow columns
+        trainer = Trainer(tiny_bert_classifier(), TrainingArguments(out, **common),
+                          train_dataset=tokenized_rows(27, seed=3), eval_dataset=tokenized_rows(11, seed=4),
+                          processing_class=word_tokenizer(), compute_metrics=accuracy, callbacks=callbacks)
+        return trainer, tokenized_rows(11, seed=4)
     # a token-normalised causal LM: the window's token count is summed over the ranks; grouped_lm draws its
     # order with transformers' LengthGroupedSampler (the first process's, on every process)
     if task == "grouped_lm":

@@ -63,10 +63,12 @@ def one_process(tmp_path_factory):
     return run
 
 
-@pytest.mark.parametrize("task", ["classifier", "causal_lm", "grouped_lm"])
+@pytest.mark.parametrize("task", ["classifier", "causal_lm", "grouped_lm", "tokenized"])
 def test_two_processes_match_one(tmp_path, task, one_process):
     two = _launch(tmp_path / "two", 2, 4, task)
     _assert_same_run(one_process(task), two, task)
+    if task == "tokenized":  # each process's slices of the batches come from the Arrow columns (fast_collate.py)
+        assert two["train_dataset"] == one_process(task)["train_dataset"] == "ColumnarDataset"
     # DDP does not search for unused parameters unless asked, so torch does not warn on every process
     assert "find_unused_parameters=True was specified" not in two["output"]
 
@@ -88,7 +90,8 @@ def test_a_parameter_without_gradient_is_named_before_the_first_optimizer_step(t
     assert refused.returncode != 0
     for rank in (0, 1):
         assert f"rank {rank} refused: The model leaves parameters unused" in refused.stdout, refused.stdout[-3000:]
-    assert "got no gradient: unused_head.weight, unused_head.bias" in refused.stdout and "ddp_find_unused_parameters=True" in refused.stdout
+    assert "got no gradient: unused_head.weight, unused_head.bias" in refused.stdout
+    assert "ddp_find_unused_parameters=True" in refused.stdout
     trained = _torchrun("tests.integration.unused_parameters_script", str(tmp_path / "true"), "true")
     assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-3000:]
     assert "rank 0 trained 3 steps" in trained.stdout and "rank 1 trained 3 steps" in trained.stdout
@@ -131,7 +134,7 @@ def _assert_same_run(one: dict, two: dict, task: str, counted_here: bool = True)
     assert two["num_input_tokens_seen"] == one["num_input_tokens_seen"] > 0
     if counted_here:
         assert two["samples"] == one["samples"] and set(one["samples"]) >= {"train", "eval", "test"}
-    if task == "classifier":
+    if task in ("classifier", "tokenized"):
         np.testing.assert_array_equal(two["labels"], one["labels"])  # every sample once, in dataset order
     else:
         assert two["labels"].shape[0] == one["labels"].shape[0] == 11
