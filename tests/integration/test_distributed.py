@@ -175,12 +175,7 @@ def test_gradients_are_synchronised_only_on_the_last_micro_batch_of_a_window(tmp
 def test_hyperparameter_search_under_torchrun_follows_rank_0_and_never_hangs(tmp_path):
     """Rank 1 trains rank 0's trials, leaves a pruned trial at the same evaluation, and stops when rank 0's study
     ends early (a timeout): transformers' followers would wait for a trial that never comes."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK"):
-        env.pop(key, None)
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
-               "--master_addr=127.0.0.1", "-m", "tests.integration.hpo_script", str(tmp_path)]
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    done = _torchrun("tests.integration.hpo_script", str(tmp_path))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     rank0, rank1 = (json.loads((tmp_path / f"ranks-{r}.json").read_text()) for r in (0, 1))
     assert rank0["trials"] == rank1["trials"] and len(rank0["trials"]) == 5
