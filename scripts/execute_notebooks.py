@@ -98,7 +98,9 @@ def tidy_streams(outputs: list) -> list:
     return [output for output in tidied if output["output_type"] != "stream" or output["text"].strip()]
 
 
-def kernel_env(out: Path, threads: int) -> dict[str, str]:
+def kernel_env(out: Path, threads: int, smoke: bool = False) -> dict[str, str]:
+    """The kernel's environment: offline, quiet bars, ``threads`` torch threads, writing under ``out``; ``smoke``:
+    the tiny sizes the tests execute (``HFTRAIN_NOTEBOOK_SMOKE=1``)."""
     python_warnings = ",".join(w for w in (os.environ.get("PYTHONWARNINGS"), "ignore:IProgress not found") if w)
     env = {
         **os.environ,
@@ -106,7 +108,7 @@ def kernel_env(out: Path, threads: int) -> dict[str, str]:
         "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
         "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' own bars follow huggingface_hub's switch
         "PYTHONWARNINGS": python_warnings,  # tqdm.auto without ipywidgets
-        "HFTRAIN_NOTEBOOK_SMOKE": "0",
+        "HFTRAIN_NOTEBOOK_SMOKE": "1" if smoke else "0",
         "HFTRAIN_NOTEBOOK_OUTPUT": str(out),
         "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p),
         "HF_HUB_OFFLINE": "1",

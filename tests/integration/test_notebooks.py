@@ -14,7 +14,6 @@ from __future__ import annotations
 import base64
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -106,18 +105,7 @@ def test_notebook_executes_in_smoke_mode(path, tmp_path):
     from nbclient import NotebookClient
 
     notebook = nbformat.read(path, as_version=4)
-    env = {
-        **os.environ,
-        "HFTRAIN_NOTEBOOK_SMOKE": "1",
-        "HFTRAIN_NOTEBOOK_OUTPUT": str(tmp_path / "out"),
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "OMP_NUM_THREADS": "1",
-    }
-    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
+    env = load_executor().kernel_env(tmp_path / "out", threads=1, smoke=True)  # the committed run's, tiny sizes
     before = _snapshot(NOTEBOOK_DIR)
     client = NotebookClient(notebook, timeout=300, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path)}})
