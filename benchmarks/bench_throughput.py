@@ -129,7 +129,7 @@ def run_trainer(framework, rows, size, clock):
     with tempfile.TemporaryDirectory() as out:
         args = TrainingArguments(
             output_dir=out, per_device_train_batch_size=BATCH, num_train_epochs=1, learning_rate=LR,
-            save_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True, logging_steps=100_000,
+            save_strategy="no", eval_strategy="no", report_to="none", disable_tqdm=True, logging_strategy="no",
             seed=SEED, use_cpu=RUN.device == "cpu", bf16=RUN.bf16, torch_compile=RUN.compile,
         )
         trainer = Trainer(model=model, args=args, train_dataset=dataset, callbacks=[StepClock()])
