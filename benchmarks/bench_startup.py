@@ -98,7 +98,7 @@ def run(code, source, tag):
 def phases(columns, repeats):
     runs = {name: [] for name in columns}
     for r in range(repeats):
-        for name in columns if r % 2 == 0 else columns[::-1]:  # alternate the order against drift
+        for name in list(columns) if r % 2 == 0 else list(columns)[::-1]:  # alternate the order against drift
             framework, source = columns[name]
             marks = run(PHASES_CHILD.format(framework=framework, here=HERE), source, "PHASES")
             runs[name].append({b[0]: b[1] - a[1] for a, b in zip(marks, marks[1:])} | {"total": marks[-1][1]})
