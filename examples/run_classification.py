@@ -77,7 +77,7 @@ class ModelArguments:
                           "built from a config, with a word-level tokenizer trained on the training texts)."},
     )
     freeze_embeddings: bool = field(
-        default=False, metadata={"help": "Freeze the embedding layer (about 25% faster for MiniLM on CPU)."}
+        default=False, metadata={"help": "Freeze the embedding layer (about a quarter faster for MiniLM on CPU)."}
     )
     tiny_hidden_size: int = field(default=64, metadata={"help": "hidden size of the 'tiny' model"})
     tiny_num_layers: int = field(default=2, metadata={"help": "layers of the 'tiny' model"})

@@ -16,7 +16,6 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import lightning as L
 import torch
 from torch import nn
 from transformers.trainer_pt_utils import (
@@ -50,7 +49,6 @@ from hftrain._loop.evaluation import EvaluationMethods
 from hftrain._loop.hub import HubMethods
 from hftrain._loop.loggers import build_loggers, rewrite_logs
 from hftrain._loop.model_setup import apply_process_settings, check_liger, memory_tracker
-from hftrain._loop.module import HFModule
 from hftrain._loop.optim import OptimizerMethods
 from hftrain._loop.overrides import check_overrides
 from hftrain._loop.preemption import JITCheckpointCallback
@@ -67,6 +65,8 @@ from hftrain.trainer_callback import (
 )
 
 if TYPE_CHECKING:
+    import lightning as L
+
     from hftrain.training_args import TrainingArguments
 
 logger = trainer_logger()
@@ -162,7 +162,7 @@ class Trainer(
             [*DEFAULT_CALLBACKS, *([self._jit_checkpoint] if self._jit_checkpoint else []), *hf_callbacks], self.model,
             self.processing_class, self.optimizer, self.lr_scheduler,
         )
-        if not any(isinstance(cb, L.pytorch.callbacks.ProgressBar) for cb in self.lightning_callbacks):
+        if not any(_is_progress_bar(cb) for cb in self.lightning_callbacks):
             self.add_callback(PrinterCallback if args.disable_tqdm else DEFAULT_PROGRESS_CALLBACK)
         self.loggers = [*build_loggers(args.report_to, args.output_dir, args.run_name, args.project), *user_loggers]
         self.hub_model_id = None
@@ -221,6 +221,8 @@ class Trainer(
         self._uses_num_items = None
         self._signature_columns = None
         self._evaluation_model = None
+        from hftrain._loop.module import HFModule  # Lightning: imported by the first Trainer, not by the import
+
         self.lightning_module = HFModule(model, self)
 
     def _initial_state(self) -> TrainerState:
@@ -364,3 +366,8 @@ class Trainer(
         if results["eval_results"] is not None and self._eval_collector is not None:
             self._eval_collector.results = results["eval_results"]
 
+
+def _is_progress_bar(callback: Any) -> bool:
+    from lightning.pytorch.callbacks import ProgressBar
+
+    return isinstance(callback, ProgressBar)

@@ -6,13 +6,14 @@ import dataclasses
 import inspect
 from typing import TYPE_CHECKING, Any
 
-import lightning as L
-from lightning.pytorch.loggers import Logger
 from transformers.trainer_utils import has_length
 
 from hftrain.training_args import TrainingArguments
 
 if TYPE_CHECKING:
+    import lightning as L
+    from lightning.pytorch.loggers import Logger
+
     from hftrain.trainer import Trainer
 
 
@@ -40,6 +41,9 @@ def _hf_args_class(args: Any) -> type[TrainingArguments]:
 def split_callbacks(callbacks: list[Any] | None) -> tuple[list[Any], list[L.Callback], list[Logger]]:
     """HF ``TrainerCallback``s (instances or classes) for the handler; Lightning ``Callback``s and ``Logger``s
     for the Lightning trainer."""
+    import lightning as L
+    from lightning.pytorch.loggers import Logger
+
     hf, lightning, loggers = [], [], []
     for cb in callbacks or []:
         if isinstance(cb, L.Callback):

@@ -5,9 +5,10 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+if TYPE_CHECKING:
+    from lightning.pytorch.loggers import Logger
 
 # every name HF 5.24 accepts in report_to (integrations/integration_utils.py)
 HF_INTEGRATIONS = (
@@ -29,6 +30,8 @@ def build_loggers(
     names = [report_to] if isinstance(report_to, str) else list(report_to or [])
     if names in (["none"], []):
         return []
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
     if "all" in names:  # HF: every installed integration
         names = [n for n in SUPPORTED if n != "csv" and _installed(n)]
     loggers: list[Logger] = []

@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
-from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from hftrain._backends import ddp
 from hftrain._logging import trainer_logger
@@ -136,6 +135,8 @@ class TrainingStepMethods:
                                "Your custom loss function will still be called with labels=None. ")
             loss = self.compute_loss_func(outputs, labels, num_items_in_batch=num_items_in_batch)
         elif labels is not None:
+            from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
             name = self.accelerator.unwrap_model(model)._get_name()
             shift = name in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
             loss = self.label_smoother(outputs, labels, shift_labels=shift, num_items_in_batch=num_items_in_batch)

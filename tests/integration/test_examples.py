@@ -48,6 +48,26 @@ def _env() -> dict[str, str]:
     return env
 
 
+@pytest.mark.parametrize("script", ["run_classification.py", "run_clm.py", "run_seq2seq.py"])
+def test_help_lists_the_arguments(script):
+    """``--help`` through ``HfArgumentParser`` prints every field (argparse %-formats each help string, so a bare
+    ``%`` in one makes ``--help`` crash) and imports no Lightning."""
+    code = (
+        "import runpy, sys\n"
+        f"sys.argv = [{script!r}, '--help']\n"
+        "try:\n"
+        f"    runpy.run_path({str(EXAMPLES / script)!r}, run_name='__main__')\n"
+        "except SystemExit as exit:\n"
+        "    assert not exit.code, exit.code\n"
+        "print('LIGHTNING', 'lightning' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "--model_name_or_path" in result.stdout and "--output_dir" in result.stdout
+    assert result.stdout.rstrip().endswith("LIGHTNING False"), result.stdout[-500:]
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Start every example at once; yield {name: (Popen, output_dir, log_path)}."""
