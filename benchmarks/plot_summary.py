@@ -6,8 +6,10 @@
 
 summary.json holds the measured figures only (no ratios). Each entry has name, better ("higher" or "lower"), unit,
 hftrain, transformers (null where not measured), plain (null where there is no plain-loop counterpart), command,
-date, load, and optionally baseline ({"label", "value"}: the reference when the comparison is not against another
-framework, e.g. 1 process for DDP scaling) and note. The ratios (hftrain / transformers, hftrain / plain,
+date, load, and optionally plain_fair (the plain loop over the same datasets.Dataset and collator as the Trainers,
+where "plain" feeds in-memory tensors), baseline ({"label", "value"}: the reference when the comparison is not
+against another framework, e.g. 1 process for DDP scaling), goals ({"vs transformers": 1.05, ...}: issue 17's
+targets for a ratio, read as "at least" when higher is better and "at most" when lower is) and note. The ratios (hftrain / transformers, hftrain / plain,
 hftrain / baseline) are computed here, so the table and the plot cannot disagree with the data file.
 """
 
@@ -34,9 +36,20 @@ def ratios(m: dict) -> list[tuple[str, float]]:
         out.append(("vs transformers", m["hftrain"] / m["transformers"]))
     if m.get("plain") is not None:
         out.append(("vs plain loop", m["hftrain"] / m["plain"]))
+    if m.get("plain_fair") is not None:
+        out.append(("vs fair loop", m["hftrain"] / m["plain_fair"]))
     if m.get("baseline") is not None:
         out.append((f"vs {m['baseline']['label']}", m["hftrain"] / m["baseline"]["value"]))
     return out
+
+
+def verdict(m: dict, label: str, ratio: float) -> str:
+    """`` (goal ≥ 1.05×: met)`` for a ratio with a goal, else nothing."""
+    goal = (m.get("goals") or {}).get(label)
+    if goal is None:
+        return ""
+    met = ratio >= goal if m["better"] == "higher" else ratio <= goal
+    return f" (goal {'≥' if m['better'] == 'higher' else '≤'} {goal:g}×: {'met' if met else '**missed**'})"
 
 
 def fmt(value: float | None, unit: str) -> str:
@@ -46,9 +59,9 @@ def fmt(value: float | None, unit: str) -> str:
 
 
 def table(data: dict) -> str:
-    header = ("| metric | hftrain | transformers | plain loop | hftrain ÷ reference | command "
+    header = ("| metric | hftrain | transformers | plain loop | fair loop | hftrain ÷ reference | command "
               "| date (UTC), load1, machine |")
-    lines = [BEGIN, header, "| --- | ---: | ---: | ---: | --- | --- | --- |"]
+    lines = [BEGIN, header, "| --- | ---: | ---: | ---: | ---: | --- | --- | --- |"]
     notes = []
     for n, m in enumerate(data["metrics"], 1):
         if m.get("note"):
@@ -56,12 +69,13 @@ def table(data: dict) -> str:
         hf = fmt(m["hftrain"], m["unit"]) + (f" ({m['hftrain_label']})" if m.get("hftrain_label") else "")
         cells = []
         for label, r in ratios(m):
-            cell = f"**{r:.2f}×** {label}"
+            cell = f"**{r:.2f}×** {label}{verdict(m, label, r)}"
             if m.get("baseline") and label == f"vs {m['baseline']['label']}":
                 cell += f" ({fmt(m['baseline']['value'], m['unit'])})"
             cells.append(cell)
         lines.append(f"| {m['name']} ({m['better']} is better) [{n}] | {hf} | "
                      f"{fmt(m.get('transformers'), m['unit'])} | {fmt(m.get('plain'), m['unit'])} | "
+                     f"{fmt(m.get('plain_fair'), m['unit'])} | "
                      f"{'; '.join(cells)} | `{m['command']}` | "
                      f"{m['date']}, load {m['load']}, {data['machine_id']} |")
     lines += ["", f"{data['machine']}. load1 includes the benchmark's own busy processes (1–2 on 2 cores).", "",
@@ -76,7 +90,7 @@ def plot(data: dict) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    colours = {"vs transformers": "#4c72b0", "vs plain loop": "#dd8452"}
+    colours = {"vs transformers": "#4c72b0", "vs plain loop": "#dd8452", "vs fair loop": "#c44e52"}
     other = "#55a868"  # vs a baseline of hftrain itself (DDP: 1 process)
     metrics = data["metrics"]
     fig, ax = plt.subplots(figsize=(8, 0.5 * len(metrics) + 1.8), dpi=100)
@@ -84,10 +98,13 @@ def plot(data: dict) -> None:
     for i, m in enumerate(metrics):
         y = len(metrics) - 1 - i
         rs = ratios(m)
-        height = 0.36
+        height = 0.72 / max(len(rs), 2)
         for j, (label, r) in enumerate(rs):
             yj = y + height * ((len(rs) - 1) / 2 - j)
             ax.barh(yj, r, height=height * 0.9, color=colours.get(label, other))
+            goal = (m.get("goals") or {}).get(label)
+            if goal is not None:  # issue 17's goal for this ratio: a black tick across the bar's row
+                ax.plot([goal, goal], [yj - height * 0.5, yj + height * 0.5], color="black", linewidth=2.2)
             text = f"{r:.2f}×" if label in colours else f"{r:.2f}× {label}"
             ax.text(r + 0.015, yj, text, va="center", fontsize=7.5)
             top = max(top, r)
@@ -96,13 +113,15 @@ def plot(data: dict) -> None:
     ax.axvline(1.0, color="black", linewidth=1)
     ax.set_xlim(0, top * 1.3)
     ax.set_ylim(-0.6, len(metrics) - 0.4)
-    ax.set_xlabel("hftrain ÷ reference   (1.0 = parity;  ↑ higher is better,  ↓ lower is better)", fontsize=8.5)
+    ax.set_xlabel("hftrain ÷ reference   (1.0 = parity;  ↑ higher is better,  ↓ lower is better;  ▮ a goal)",
+                  fontsize=8.5)
     ax.set_title(f"hftrain benchmark summary\n{data['plot_subtitle']}", fontsize=9.5)
     ax.tick_params(axis="x", labelsize=8)
     ax.legend(handles=[Patch(color=colours["vs transformers"], label="hftrain ÷ transformers.Trainer"),
-                       Patch(color=colours["vs plain loop"], label="hftrain ÷ plain PyTorch loop"),
+                       Patch(color=colours["vs plain loop"], label="hftrain ÷ plain loop (in-memory tensors)"),
+                       Patch(color=colours["vs fair loop"], label="hftrain ÷ plain loop (same dataset, collator)"),
                        Patch(color=other, label="hftrain 2 processes ÷ 1 process")],
-              loc="upper center", bbox_to_anchor=(0.4, -0.09), ncol=3, fontsize=7.5, frameon=False)
+              loc="upper center", bbox_to_anchor=(0.4, -0.07), ncol=2, fontsize=7.5, frameon=False)
     fig.tight_layout()
     fig.savefig(PNG, dpi=100)
     print(f"wrote {PNG} ({PNG.stat().st_size / 1024:.0f} KB)")
