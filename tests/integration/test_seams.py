@@ -35,8 +35,10 @@ ARGS = dict(report_to="none", disable_tqdm=True, per_device_train_batch_size=4, 
             save_strategy="no")
 
 
-def side_by_side(make_subclass, tmp_path, model_fn=lambda: tiny_bert_classifier(dropout=0.1), args=None, **kwargs):
-    """Build ``make_subclass(Trainer)`` on transformers and hftrain, train both on copies of one model."""
+def side_by_side(make_subclass, tmp_path, model_fn=lambda: tiny_bert_classifier(dropout=0.1), args=None,
+                 resume_from=None, **kwargs):
+    """Build ``make_subclass(Trainer)`` on transformers and hftrain, train both on copies of one model. With
+    ``resume_from`` (a checkpoint's folder name), the base Trainer trains first, and the subclass resumes from it."""
     import transformers
 
     import hftrain
@@ -47,10 +49,12 @@ def side_by_side(make_subclass, tmp_path, model_fn=lambda: tiny_bert_classifier(
                                  ("ours", hftrain.Trainer, hftrain.TrainingArguments)):
         subclass = make_subclass(base)
         subclass.calls = collections.Counter()
-        copied = for_transformers(model) if name == "hf" else copy.deepcopy(model)
-        trainer = subclass(copied, args_cls(str(tmp_path / name), **{**ARGS, **(args or {})}),
-                           **{key: copy.deepcopy(value) for key, value in kwargs.items()})
-        trainer.train()
+        for trainer_cls in (base, subclass) if resume_from else (subclass,):
+            copied = for_transformers(model) if name == "hf" else copy.deepcopy(model)
+            trainer = trainer_cls(copied, args_cls(str(tmp_path / name), **{**ARGS, **(args or {})}),
+                                  **{key: copy.deepcopy(value) for key, value in kwargs.items()})
+            trainer.train(resume_from_checkpoint=str(tmp_path / name / resume_from) if (
+                resume_from and trainer_cls is subclass) else None)
         runs[name] = trainer
     hf, ours = runs["hf"], runs["ours"]
     assert_histories_match(step_logs(hf.state.log_history), step_logs(ours.state.log_history), STEP_KEYS)
@@ -314,8 +318,6 @@ def test_get_resumed_dataloader_override_on_a_mid_epoch_resume(tmp_path):
     the loader it returns is the one the resumed epoch runs over (here: the whole epoch again, not skipping)."""
     import transformers
 
-    import hftrain
-
     if not hasattr(transformers.Trainer, "get_resumed_dataloader"):
         pytest.skip("transformers before 5.25 has no get_resumed_dataloader to compare with")
 
@@ -327,20 +329,7 @@ def test_get_resumed_dataloader_override_on_a_mid_epoch_resume(tmp_path):
 
         return Replaying
 
-    model = tiny_bert_classifier(dropout=0.1)
-    args = dict(ARGS, save_strategy="steps", save_steps=2)  # 24 rows: 3 steps an epoch, a checkpoint mid-epoch
-    runs = {}
-    for name, base, args_cls in (("hf", transformers.Trainer, transformers.TrainingArguments),
-                                 ("ours", hftrain.Trainer, hftrain.TrainingArguments)):
-        subclass = make(base)
-        subclass.calls = collections.Counter()
-        first = for_transformers(model) if name == "hf" else copy.deepcopy(model)
-        base(first, args_cls(str(tmp_path / name), **args), train_dataset=classification_rows(24)).train()
-        resumed = subclass(for_transformers(model) if name == "hf" else copy.deepcopy(model),
-                           args_cls(str(tmp_path / name), **args), train_dataset=classification_rows(24))
-        resumed.train(resume_from_checkpoint=str(tmp_path / name / "checkpoint-2"))
-        runs[name] = resumed
-    hf, ours = runs["hf"], runs["ours"]
+    # 24 rows: 3 steps an epoch, checkpoint-2 in the middle of the first; the subclass resumes from it
+    hf, ours = side_by_side(make, tmp_path, args={"save_strategy": "steps", "save_steps": 2}, resume_from="checkpoint-2",
+                            train_dataset=classification_rows(24))
     assert ours.calls == hf.calls == {"get_resumed_dataloader(num_batches=4)": 1}
-    assert_histories_match(step_logs(hf.state.log_history), step_logs(ours.state.log_history), STEP_KEYS)
-    assert_same_parameters(hf.model, ours.model)
