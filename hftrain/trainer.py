@@ -277,10 +277,10 @@ class Trainer(
 
     def _build_lightning_trainer(self, max_steps: int | None, training: bool) -> L.Trainer:
         from hftrain._translate.build import build_lightning_trainer
+        from hftrain._translate.env import model_facts
 
-        hidden_size = getattr(getattr(self.model, "config", None), "hidden_size", None)  # DeepSpeed's "auto"s
         self.lightning_trainer = build_lightning_trainer(
-            self.args, max_steps or 0, list(self.lightning_callbacks), self.loggers, hidden_size
+            self.args, max_steps or 0, list(self.lightning_callbacks), self.loggers, model_facts(self.model)
         )
         self._fitting = training
         return self.lightning_trainer

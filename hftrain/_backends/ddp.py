@@ -26,7 +26,6 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import nn
 from torch.utils.data import Sampler
 
 
@@ -89,27 +88,6 @@ class ShardedBatchSampler(Sampler[list[int]]):
     def __len__(self) -> int:
         n, step = len(self.sampler), self.rank_batch_size * self.world
         return n // step if self.drop_incomplete else math.ceil(n / step)
-
-
-def refuse_unused_parameters(wrapped: Any, model: nn.Module) -> None:
-    """After the first backward of a run under a ``DistributedDataParallel`` (``wrapped``, around ``model``) that
-    does not search for unused parameters: raise if a parameter that requires a gradient got none on any process (DDP would otherwise fail
-    at the next forward with an error naming torch's keyword, after an optimizer step on gradients it never
-    averaged). A no-op for any other model, or when DDP searches (``find_unused_parameters`` / ``static_graph``).
-    """
-    if not isinstance(wrapped, nn.parallel.DistributedDataParallel) or (
-            wrapped.find_unused_parameters or wrapped.static_graph):
-        return
-    unused = [name for name, p in model.named_parameters() if p.requires_grad and p.grad is None]
-    found = all_reduce(torch.tensor(float(len(unused)), device=next(wrapped.parameters()).device), op="max")
-    if found.item() > 0:
-        where = f"these parameters got no gradient: {', '.join(unused[:8])}{' …' if len(unused) > 8 else ''}" if (
-            unused) else "another process has parameters that got no gradient"
-        raise ValueError(
-            f"The model leaves parameters unused in its first training step ({where}). hftrain's DDP does not search "
-            "for unused parameters unless asked (transformers does by default): pass "
-            "ddp_find_unused_parameters=True, or freeze those parameters (requires_grad_(False))."
-        )
 
 
 def all_reduce(value: torch.Tensor, op: str = "sum") -> torch.Tensor:

@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch.strategies import ModelParallelStrategy
 from typing_extensions import Self, override
 
-from hftrain._backends.ddp import destroy_process_group_at_exit, refuse_unused_parameters
+from hftrain._backends.ddp import destroy_process_group_at_exit
 from hftrain._backends.deepspeed_checkpoint import deepspeed_engine
 from hftrain._backends.fsdp import fsdp_plan, is_sharded, shard_model
 from hftrain._lightning_compat import is_multiprocessing_launcher
@@ -59,7 +59,6 @@ class HFModule(L.LightningModule):
         self.model = model
         self._loop = [loop]  # a list: keeps the Trainer out of nn.Module's registries and state_dict
         self._stay_at_teardown = False
-        self._first_step = True  # of each fit: DDP's unused parameters are checked once
 
     @property
     def loop(self) -> TrainerLoop:
@@ -92,7 +91,6 @@ class HFModule(L.LightningModule):
 
     @override
     def on_train_start(self) -> None:
-        self._first_step = True
         self.loop._lightning_train_start(self.device)
 
     @override
@@ -100,9 +98,6 @@ class HFModule(L.LightningModule):
         self.loop._lightning_epoch_start(self.trainer.current_epoch, self._step_optimizer, self._to_device)
 
     def _step_optimizer(self) -> None:
-        if self._first_step:  # the gradients of the first window are all there: none missing under DDP
-            self._first_step = False
-            refuse_unused_parameters(self.trainer.strategy.model, self.model)
         if deepspeed_engine(self.trainer) is None:  # DeepSpeed's engine stepped in the backward
             self.optimizers().step()
 

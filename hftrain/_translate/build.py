@@ -19,17 +19,17 @@ from hftrain._lightning_compat import (
     unscale_once_precision,
     with_deepspeed_accumulation,
 )
-from hftrain._translate.env import Env, detect_env
+from hftrain._translate.env import Env, ModelFacts, detect_env
 from hftrain._translate.precision import precision
 from hftrain._translate.strategy import accelerator, devices_and_nodes, lightning_strategy
 
 
 def build_lightning_trainer(
-    args: Any, max_steps: int, callbacks: list[L.Callback], loggers: list, hidden_size: int | None = None
+    args: Any, max_steps: int, callbacks: list[L.Callback], loggers: list, model: ModelFacts = ModelFacts()
 ) -> L.Trainer:
     """``lightning.Trainer`` from the translated arguments; a Lightning checkpoint, progress-bar or summary callback
     among ``callbacks`` switches the matching Lightning feature back on."""
-    kwargs = lightning_trainer_kwargs(args, detect_env(), max_steps, is_interactive(), hidden_size)
+    kwargs = lightning_trainer_kwargs(args, detect_env(), max_steps, is_interactive(), model)
     check_on_every_validation(callbacks)
     for flag, kind in (("enable_checkpointing", ModelCheckpoint), ("enable_progress_bar", ProgressBar),
                        ("enable_model_summary", ModelSummary)):
@@ -42,7 +42,7 @@ def build_lightning_trainer(
 
 
 def lightning_trainer_kwargs(
-    args: Any, env: Env, max_steps: int, interactive: bool = False, hidden_size: int | None = None
+    args: Any, env: Env, max_steps: int, interactive: bool = False, model: ModelFacts = ModelFacts()
 ) -> dict[str, Any]:
     """Keyword arguments for ``lightning.Trainer`` (loggers and callbacks are added by :func:`build_lightning_trainer`).
 
@@ -52,7 +52,7 @@ def lightning_trainer_kwargs(
     ``max_steps``: the optimizer steps this ``fit`` runs (0 for evaluate / predict).
     """
     devices, num_nodes = devices_and_nodes(args, env)
-    strategy = lightning_strategy(args, env, interactive, max_steps, hidden_size)
+    strategy = lightning_strategy(args, env, interactive, max_steps, model)
     kwargs = {
         "accelerator": accelerator(args, env),
         "devices": devices,

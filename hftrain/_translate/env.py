@@ -1,4 +1,4 @@
-"""The hardware facts the translation needs, probed once and passed in as plain data."""
+"""The facts the translation needs about the machine and the model, probed once and passed in as plain data."""
 
 from __future__ import annotations
 
@@ -34,4 +34,32 @@ def detect_env() -> Env:
         cuda_devices=cuda,
         world_size=int(os.environ.get("WORLD_SIZE", "1")),
         local_world_size=int(os.environ.get("LOCAL_WORLD_SIZE", os.environ.get("WORLD_SIZE", "1"))),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFacts:
+    """What the translation reads of the model: DeepSpeed's ``"auto"`` sizes, and what decides transformers' DDP
+    default (``_build_accelerator_args``: a ``PreTrainedModel`` searches for unused parameters unless activation
+    checkpointing is on; any other model searches).
+
+    Example:
+        >>> ModelFacts(hidden_size=768, pretrained=True).checkpointing
+        False
+    """
+
+    hidden_size: int | None = None
+    pretrained: bool = False  # a transformers PreTrainedModel
+    checkpointing: bool = False  # its activation checkpointing is on already (model.is_activation_checkpointing)
+
+
+def model_facts(model: object) -> ModelFacts:
+    """Read :class:`ModelFacts` off ``model``."""
+    from transformers import PreTrainedModel
+
+    pretrained = isinstance(model, PreTrainedModel)
+    return ModelFacts(
+        hidden_size=getattr(getattr(model, "config", None), "hidden_size", None),
+        pretrained=pretrained,
+        checkpointing=bool(pretrained and model.is_activation_checkpointing),
     )

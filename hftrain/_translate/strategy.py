@@ -20,7 +20,7 @@ import re
 from datetime import timedelta
 from typing import Any
 
-from hftrain._translate.env import Env
+from hftrain._translate.env import Env, ModelFacts
 
 _DDP_START_METHODS = {"ddp": "popen", "ddp_spawn": "spawn", "ddp_fork": "fork", "ddp_notebook": "fork"}
 _DEEPSPEED_NAME = re.compile(r"^deepspeed(?:_stage_(?P<stage>[123]))?(?P<offload>_offload)?$")
@@ -43,7 +43,7 @@ def processes(args: Any, env: Env) -> int:
 
 def lightning_strategy(
     args: Any, env: Env, interactive: bool = False, num_training_steps: int | None = None,
-    hidden_size: int | None = None,
+    model: ModelFacts = ModelFacts(),
 ) -> Any:
     """The ``strategy`` for ``lightning.Trainer``.
 
@@ -64,11 +64,11 @@ def lightning_strategy(
 
         stage = int(deepspeed["stage"]) if deepspeed and deepspeed["stage"] else None
         return deepspeed_strategy(args, stage=stage, offload=bool(deepspeed and deepspeed["offload"]),
-                                  num_training_steps=num_training_steps, hidden_size=hidden_size)
+                                  num_training_steps=num_training_steps, hidden_size=model.hidden_size)
     if args.fsdp or name in _FSDP_NAMES:
         from hftrain._backends.fsdp import fsdp_strategy
 
-        return fsdp_strategy(args, processes(args, env), ddp_options(args, env))
+        return fsdp_strategy(args, processes(args, env), ddp_options(args, env, model))
     if name in _XLA_NAMES or accelerator(args, env) == "tpu":
         from hftrain._backends.deepspeed_xla import xla_strategy
 
@@ -77,19 +77,21 @@ def lightning_strategy(
         start = _DDP_START_METHODS.get(name) or ("fork" if interactive else "popen")
         from lightning.pytorch.strategies import DDPStrategy
 
-        return DDPStrategy(start_method=start, **ddp_options(args, env))
+        return DDPStrategy(start_method=start, **ddp_options(args, env, model))
     return chosen  # "auto", "single_device" or a name registered with Lightning's StrategyRegistry
 
 
-def ddp_options(args: Any, env: Env) -> dict[str, Any]:
+def ddp_options(args: Any, env: Env, model: ModelFacts = ModelFacts()) -> dict[str, Any]:
     """HF's ``ddp_*`` arguments as ``DDPStrategy`` keywords (backend and timeout also serve FSDP)."""
     backend = args.ddp_backend or ("nccl" if accelerator(args, env) in ("cuda", "gpu") else "gloo")
     kwargs: dict[str, Any] = {"process_group_backend": backend, "timeout": timedelta(seconds=args.ddp_timeout)}
-    # Unset: no search (Lightning's and torch's default), where transformers searches unless activation checkpointing
-    # is on (``Trainer._build_accelerator_args``): the search walks the autograd graph at every backward, and on
-    # models that use every parameter torch then warns on every process. A model that leaves a parameter without
-    # a gradient is refused after its first backward, naming the parameter and this field (HFModule).
-    kwargs["find_unused_parameters"] = bool(args.ddp_find_unused_parameters)
+    # transformers' default (``Trainer._build_accelerator_args``): search for unused parameters (models whose used
+    # parameters change from step to step, e.g. layerdrop or mixture-of-experts routing, need it), but not for a
+    # PreTrainedModel under activation checkpointing, which the search breaks
+    find_unused = args.ddp_find_unused_parameters
+    if find_unused is None:
+        find_unused = not (model.checkpointing or args.activation_checkpointing) if model.pretrained else True
+    kwargs["find_unused_parameters"] = find_unused
     for field, name in (("ddp_bucket_cap_mb", "bucket_cap_mb"), ("ddp_broadcast_buffers", "broadcast_buffers"),
                         ("ddp_static_graph", "static_graph")):
         if getattr(args, field) is not None:

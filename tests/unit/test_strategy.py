@@ -13,7 +13,7 @@ from lightning.pytorch.strategies import DDPStrategy, FSDPStrategy, ModelParalle
 from torch import nn
 
 from hftrain import TrainingArguments
-from hftrain._translate.env import Env
+from hftrain._translate.env import Env, ModelFacts, model_facts
 from hftrain._backends.fsdp import FsdpPlan, _layers_to_shard, fsdp_plan
 from hftrain._translate.strategy import lightning_strategy
 from hftrain._translate.build import lightning_trainer_kwargs
@@ -56,17 +56,30 @@ def test_torchrun_processes_get_ddp_with_hfs_options():
     strategy = kwargs["strategy"]
     assert (kwargs["devices"], kwargs["num_nodes"]) == (2, 1)
     assert strategy._process_group_backend == "gloo" and strategy._timeout == timedelta(seconds=60)
-    assert strategy._ddp_kwargs == {"find_unused_parameters": False, "bucket_cap_mb": 10, "broadcast_buffers": False}
+    assert strategy._ddp_kwargs == {"find_unused_parameters": True, "bucket_cap_mb": 10, "broadcast_buffers": False}
 
 
-@pytest.mark.parametrize(("kwargs", "searches"), [
-    ({}, False),  # unset: no search (Lightning's default; transformers searches), README "differs"
-    ({"activation_checkpointing": True}, False),
-    ({"ddp_find_unused_parameters": False}, False),
-    ({"ddp_find_unused_parameters": True}, True),
+@pytest.mark.parametrize(("kwargs", "model", "searches"), [
+    ({}, ModelFacts(pretrained=True), True),  # transformers' _build_accelerator_args
+    ({"activation_checkpointing": True}, ModelFacts(pretrained=True), False),
+    ({}, ModelFacts(pretrained=True, checkpointing=True), False),  # checkpointing the user turned on on the model
+    ({}, ModelFacts(), True),  # not a PreTrainedModel: transformers searches, checkpointing or not
+    ({"activation_checkpointing": True}, ModelFacts(), True),
+    ({"ddp_find_unused_parameters": False}, ModelFacts(pretrained=True), False),
+    ({"ddp_find_unused_parameters": True}, ModelFacts(pretrained=True, checkpointing=True), True),
 ])
-def test_ddp_searches_unused_parameters_only_when_asked(kwargs, searches):
-    assert lightning_strategy(_args(**kwargs), TORCHRUN_2)._ddp_kwargs == {"find_unused_parameters": searches}
+def test_ddp_searches_unused_parameters_as_transformers_decides(kwargs, model, searches):
+    strategy = lightning_strategy(_args(**kwargs), TORCHRUN_2, model=model)
+    assert strategy._ddp_kwargs == {"find_unused_parameters": searches}
+
+
+def test_model_facts_read_a_pretrained_model():
+    from transformers import BertConfig, BertModel
+
+    model = BertModel(BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32))
+    assert model_facts(model) == ModelFacts(hidden_size=16, pretrained=True, checkpointing=False)
+    model.gradient_checkpointing_enable()
+    assert model_facts(model).checkpointing and model_facts(torch.nn.Linear(2, 2)) == ModelFacts()
 
 
 def test_a_strategy_object_is_used_as_given():

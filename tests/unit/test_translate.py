@@ -106,5 +106,5 @@ def test_several_processes_map_hf_ddp_options_to_a_ddp_strategy():
     assert isinstance(strategy, DDPStrategy)
     assert (result["devices"], result["num_nodes"]) == (2, 2)
     assert strategy._process_group_backend == "gloo" and strategy._timeout == timedelta(seconds=60)
-    assert strategy._ddp_kwargs == {"find_unused_parameters": False, "bucket_cap_mb": 10, "broadcast_buffers": False}
+    assert strategy._ddp_kwargs == {"find_unused_parameters": True, "bucket_cap_mb": 10, "broadcast_buffers": False}
     assert lightning_trainer_kwargs(args, CPU, 9)["strategy"] == "auto"
