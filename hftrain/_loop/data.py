@@ -383,18 +383,26 @@ def set_epoch(loader: Any, epoch: int) -> None:
 
 
 class _SkipBatchSampler:
-    """The batches of ``batch_sampler`` after the first ``skip`` (indices only: nothing is loaded or collated)."""
+    """The batches of ``batch_sampler`` after the first ``skip`` (indices only: nothing is loaded or collated). Over
+    a sharded sampler the skipped batches' :class:`Slice` records are dropped too, so that its ``slices`` are those
+    of the batches this one yields."""
 
     def __init__(self, batch_sampler: Any, skip: int) -> None:
         self.batch_sampler, self.skip = batch_sampler, skip
 
     @property
     def slices(self) -> Any:
-        """The sharded sampler's record of each batch it yields (the skipped ones too), or None."""
         return getattr(self.batch_sampler, "slices", None)
 
+    def set_epoch(self, epoch: int) -> None:
+        set_epoch(self.batch_sampler, epoch)
+
     def __iter__(self) -> Iterator[list[int]]:
-        yield from islice(self.batch_sampler, self.skip, None)
+        batches = iter(self.batch_sampler)
+        skipped = sum(1 for _ in islice(batches, self.skip))
+        for _ in range(min(skipped, len(self.slices or ()))):
+            self.slices.popleft()
+        yield from batches
 
     def __len__(self) -> int:
         return max(len(self.batch_sampler) - self.skip, 0)

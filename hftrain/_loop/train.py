@@ -118,11 +118,9 @@ class EpochIterator(Iterator[Any]):
     masking, draws in transformers' order). For hftrain's sharded loaders it also knows each batch's share of its
     global batch (``Slice``): the processes' results then equal one process's."""
 
-    def __init__(self, loader: Any, to_device: Callable[[Any], Any], skipped: int = 0) -> None:
-        """``loader``: the epoch's loader, without its first ``skipped`` batches when a run resumes mid-epoch."""
+    def __init__(self, loader: Any, to_device: Callable[[Any], Any]) -> None:
         self._batches = iter(loader)
         self._slices = getattr(getattr(loader, "batch_sampler", None), "slices", None)
-        self._skip_slices = skipped if self._slices is not None else 0
         self._to_device = to_device
         self._shares: dict[int, float] = {}
         self._ahead: Any = _NOT_FETCHED
@@ -143,9 +141,6 @@ class EpochIterator(Iterator[Any]):
             return _END
         batch = self._to_device(batch)
         if self._slices is not None:
-            while self._skip_slices:  # the skipped batches of a resumed epoch went through the sampler too
-                self._slices.popleft()
-                self._skip_slices -= 1
             part = self._slices.popleft()
             self._shares[id(batch)] = part.rows * ddp.world_size() / part.global_rows
         return batch
@@ -506,14 +501,13 @@ class TrainMethods:
                 step, updates_trained, rng_to_sync = skip - 1, skip // args.gradient_accumulation_steps, True
             elif run.steps_trained_in_current_epoch == 0:
                 self._load_rng_state(run.resume_from_checkpoint)
-        loader = run.train_dataloader
-        set_epoch(loader, epoch)  # the skipping loader below shares its sampler
-        if skip:
-            loader = self.get_resumed_dataloader(loader, skip)
-            set_epoch(loader, epoch)
+        loader = self.get_resumed_dataloader(run.train_dataloader, skip) if skip else run.train_dataloader
+        set_epoch(run.train_dataloader, epoch)  # the epoch's order (a skipping iterator may not pass it on)
+        if loader is not run.train_dataloader:
+            set_epoch(loader, epoch)  # and a loader an override built, which may keep its own
         remainder = run.steps_in_epoch % args.gradient_accumulation_steps or args.gradient_accumulation_steps
         self._epoch_run = EpochRun(
-            epoch=epoch, iterator=EpochIterator(loader, to_device, skip),
+            epoch=epoch, iterator=EpochIterator(loader, to_device),
             num_update_steps_per_epoch=run.num_update_steps_per_epoch, steps_in_epoch=run.steps_in_epoch,
             remainder=remainder, step_optimizer=step_optimizer, deepspeed=self._deepspeed, trial=run.trial,
             ignore_keys_for_eval=run.ignore_keys_for_eval, start_time=run.start_time,

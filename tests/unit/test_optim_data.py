@@ -109,7 +109,7 @@ def test_epoch_iterator_collates_one_batch_ahead_as_accelerate():
     first = next(iterator)
     assert first["x"].tolist() == [0, 1] and len(collated) == 2  # the next batch is collated already
     assert [b["x"].tolist() for b in iterator] == [[2, 3], [4, 5]]
-    resumed = EpochIterator(skip_first_batches(loader, 2), to_device=lambda batch: batch, skipped=2)
+    resumed = EpochIterator(skip_first_batches(loader, 2), to_device=lambda batch: batch)
     assert [b["x"].tolist() for b in resumed] == [[4, 5]]
 
 
@@ -145,6 +145,20 @@ def test_sharded_batches_are_slices_of_the_single_process_batches():
     # a short batch smaller than the world: the empty rank trains on a stand-in row with weight 0
     lonely = ShardedBatchSampler(list(range(5)), 2, 2, 1, drop_last=False, pad_empty=True)
     assert list(lonely)[-1] == [4] and lonely.slices[-1].rows == 0
+
+
+def test_a_resumed_sharded_epoch_keeps_each_batch_with_its_own_share():
+    from hftrain._backends.ddp import ShardedBatchSampler
+
+    sampler = ShardedBatchSampler(list(range(11)), 2, 2, 1, drop_last=False, pad_empty=True)
+    loader = torch.utils.data.DataLoader(list(range(11)), batch_sampler=sampler)
+    resumed = skip_first_batches(loader, 2)  # the batches of 4 rows are skipped; the last one has 3 rows
+    assert len(resumed) == 1
+    iterator = EpochIterator(resumed, to_device=lambda batch: batch)
+    (batch,) = list(iterator)
+    # rank 1 holds 1 of the batch's 3 rows (world size 1 here: the share is rows / global rows), not 2 of 4
+    assert batch.tolist() == [10] and iterator.share_of(batch) == pytest.approx(1 / 3)
+    assert not sampler.slices  # every record consumed: none is left for the next epoch
 
 
 @pytest.mark.parametrize("optim", ["adamw_8bit", "rmsprop_bnb_8bit"])
