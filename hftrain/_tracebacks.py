@@ -55,11 +55,13 @@ def loop_frames_hidden(error: BaseException) -> BaseException:
     while tb is not None:
         frames.append(tb)
         tb = tb.tb_next
+    if os.environ.get(FULL_TRACEBACK_VARIABLE, "") not in ("", "0"):
+        return error.with_traceback(frames[0] if frames else None)
     loop = [is_loop_frame(frame) for frame in frames]
     last_kept = max((i for i, is_loop in enumerate(loop) if not is_loop), default=-1)
     kept = [frame for i, frame in enumerate(frames) if i > last_kept or not loop[i]]
     hidden = len(frames) - len(kept)
-    if not hidden or os.environ.get(FULL_TRACEBACK_VARIABLE, "") not in ("", "0"):
+    if not hidden:
         return error.with_traceback(frames[0] if frames else None)
     for before, after in zip(kept, kept[1:] + [None]):
         before.tb_next = after
