@@ -394,14 +394,11 @@ class _SkipBatchSampler:
     def slices(self) -> Any:
         return getattr(self.batch_sampler, "slices", None)
 
-    def set_epoch(self, epoch: int) -> None:
-        set_epoch(self.batch_sampler, epoch)
-
     def __iter__(self) -> Iterator[list[int]]:
-        batches = iter(self.batch_sampler)
-        skipped = sum(1 for _ in islice(batches, self.skip))
-        for _ in range(min(skipped, len(self.slices or ()))):
-            self.slices.popleft()
+        batches, slices = iter(self.batch_sampler), self.slices
+        for _ in islice(batches, self.skip):
+            if slices is not None:
+                slices.popleft()
         yield from batches
 
     def __len__(self) -> int:

@@ -186,14 +186,13 @@ def take_columns(dataset: Any, indices: Sequence[int], names: list[str]) -> dict
 
 def collate_columns(columns: dict[str, pa.Array], kinds: dict[str, str], collate_fn: Callable) -> Any:
     """``collate_fn``'s batch of the rows whose ``columns`` these are; None when this batch is not reproduced."""
-    if any(column.null_count for column in columns.values()):
+    kind = _collator_kind(collate_fn)  # again at each batch: the collator's fields may have changed since the plan
+    if kind is None or any(column.null_count for column in columns.values()):
         return None
-    if collate_fn is default_data_collator or type(collate_fn) is DefaultDataCollator:
-        return default_collate(columns, kinds) if getattr(collate_fn, "return_tensors", "pt") == "pt" else None
+    if kind == "default":
+        return default_collate(columns, kinds)
     tokenizer = collate_fn.tokenizer
     if type(collate_fn) is DataCollatorWithPadding:
-        if collate_fn.return_tensors != "pt":
-            return None
         batch = pad(columns, kinds, tokenizer, collate_fn.padding, collate_fn.max_length,
                     collate_fn.pad_to_multiple_of)
         if batch is not None:  # as DataCollatorWithPadding renames them
@@ -204,8 +203,6 @@ def collate_columns(columns: dict[str, pa.Array], kinds: dict[str, str], collate
                 batch["labels"] = batch["label_ids"]
                 del batch["label_ids"]
         return batch
-    if collate_fn.mlm or collate_fn.seed is not None or collate_fn.return_tensors != "pt":
-        return None  # masking draws random numbers
     batch = pad(columns, kinds, tokenizer, True, None, collate_fn.pad_to_multiple_of)
     if batch is not None:  # as DataCollatorForLanguageModeling(mlm=False) makes its labels
         batch.pop("special_tokens_mask", None)
