@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,6 +13,16 @@ import torch
 from torch.utils.data import Dataset
 
 VOCAB = 64
+NOTEBOOK_EXECUTOR = Path(__file__).resolve().parents[1] / "scripts" / "execute_notebooks.py"
+
+
+def notebook_executor() -> Any:
+    """scripts/execute_notebooks.py as a module: the kernel environment and the code hash the committed notebooks
+    were executed with."""
+    spec = importlib.util.spec_from_file_location("execute_notebooks", NOTEBOOK_EXECUTOR)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class ListDataset(Dataset):

@@ -12,17 +12,17 @@ The smoke test executes a copy of each notebook in a fresh ``python3`` kernel (n
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import notebook_executor
+
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
-EXECUTOR = ROOT / "scripts" / "execute_notebooks.py"
 MAX_PNG_BYTES = 100_000  # each image in a committed notebook
 MAX_NOTEBOOK_BYTES = 500_000
 EXPECTED = {
@@ -37,14 +37,6 @@ def test_the_notebooks_are_there():
     assert EXPECTED <= {path.name for path in NOTEBOOKS}
 
 
-def load_executor():
-    """scripts/execute_notebooks.py as a module: its ``code_sha256`` is what the stored hash was made with."""
-    spec = importlib.util.spec_from_file_location("execute_notebooks", EXECUTOR)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[path.stem for path in NOTEBOOKS])
 def test_notebook_is_committed_executed_and_current(path):
     notebook = json.loads(path.read_text(encoding="utf-8"))
@@ -54,7 +46,7 @@ def test_notebook_is_committed_executed_and_current(path):
     assert counts == list(range(1, len(code) + 1)), f"{path.name} was not executed top to bottom ({counts}); {rerun}"
 
     record = notebook["metadata"].get("hftrain", {})
-    assert record.get("code_sha256") == load_executor().code_sha256(notebook), (
+    assert record.get("code_sha256") == notebook_executor().code_sha256(notebook), (
         f"{path.name}: its code cells changed since its outputs were made; {rerun}"
     )
     assert {"executed", "machine", "wall_time_s"} <= set(record), record
@@ -64,7 +56,7 @@ def test_notebook_is_committed_executed_and_current(path):
               if output["output_type"] == "error"]
     assert not errors, f"{path.name} was committed with errors {errors}"
     text = json.dumps(outputs)
-    assert load_executor().TEMP_PREFIX not in text, f"{path.name}'s outputs name a temporary directory of the run"
+    assert notebook_executor().TEMP_PREFIX not in text, f"{path.name}'s outputs name a temporary directory of the run"
     assert "site-packages" not in text, f"{path.name}'s outputs name a local install path (a warning?)"
     pngs = [base64.b64decode("".join(output["data"]["image/png"])) for output in outputs
             if "image/png" in output.get("data", {})]
@@ -79,7 +71,7 @@ def test_notebook_is_committed_executed_and_current(path):
 
 
 def test_the_staleness_check_sees_a_changed_code_cell_and_nothing_else():
-    code_sha256 = load_executor().code_sha256
+    code_sha256 = notebook_executor().code_sha256
     notebook = {"cells": [{"cell_type": "markdown", "source": ["# a title\n"]},
                           {"cell_type": "code", "source": ["x = 1\n", "print(x)"], "outputs": []}]}
     stored = code_sha256(notebook)
@@ -105,7 +97,7 @@ def test_notebook_executes_in_smoke_mode(path, tmp_path):
     from nbclient import NotebookClient
 
     notebook = nbformat.read(path, as_version=4)
-    env = load_executor().kernel_env(tmp_path / "out", threads=1, smoke=True)  # the committed run's, tiny sizes
+    env = notebook_executor().kernel_env(tmp_path / "out", threads=1, smoke=True)  # the committed run's, tiny sizes
     before = _snapshot(NOTEBOOK_DIR)
     client = NotebookClient(notebook, timeout=300, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path)}})

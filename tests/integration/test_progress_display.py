@@ -8,15 +8,11 @@ notebook case runs a notebook built here in a real IPython kernel (nbclient); th
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
-from tests.helpers import classification_rows, tiny_bert_classifier
+from tests.helpers import classification_rows, notebook_executor, tiny_bert_classifier
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 
 TRAIN = '''\
 from hftrain import Trainer, TrainingArguments
@@ -63,10 +59,7 @@ def test_a_notebook_shows_transformers_html_progress_table(tmp_path):
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(TRAIN),
                                                nbformat.v4.new_code_cell(SHOW_CALLBACKS)])
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
+    env = notebook_executor().kernel_env(tmp_path / "out", threads=1)  # the committed notebooks' kernel environment
     client = NotebookClient(notebook, timeout=300, kernel_name="python3",
                             resources={"metadata": {"path": str(tmp_path)}})
     client.execute(env=env)  # raises CellExecutionError, with the cell and its traceback, if a cell fails
